@@ -3,7 +3,7 @@
     PreshiftError
     ├── ConfigError        a configuration file or override is invalid (names the field and the fix)
     ├── InputError         input from outside (payload, CSV, API call) is invalid
-    ├── SourceError        reading the world failed (Docker, Prometheus); .retriable says if a retry helps
+    ├── SourceError        reading the world failed (Docker, Prometheus); .retriable: retry helps
     ├── ActionError        changing the world failed; .retriable says if a retry helps
     └── TestbedError       the local testbed could not be set up or torn down
 """

@@ -1,0 +1,336 @@
+"""Preshift's configuration: one YAML file, validated once into frozen objects.
+
+`load_config(path, environ)` reads the file, applies environment overrides
+(`PRESHIFT_<FIELD>` for a top-level field, `__` to reach into a section, e.g.
+`PRESHIFT_PROMETHEUS__URL=http://prom:9090`; values are parsed as YAML scalars), and
+validates. Any problem raises ConfigError naming every bad field and what is allowed.
+Secrets never live in the file: they come from files (`*_file`) or environment variables.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+import yaml
+from pydantic import (
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
+
+from .durations import parse_duration
+from .errors import ConfigError
+
+ENV_PREFIX = "PRESHIFT_"
+#: Variables with the prefix that are not overrides (they configure other parts).
+ENV_NOT_OVERRIDES = frozenset({"PRESHIFT_CONFIG"})
+
+Duration = Annotated[float, BeforeValidator(parse_duration)]
+Name = Annotated[str, Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}$")]
+SignalName = Annotated[str, Field(pattern=r"^[a-z][a-z0-9_]{0,62}$")]
+
+
+class _Frozen(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+
+class NodeLabels(_Frozen):
+    """Failure domains of a node. Missing ones are read from the engine's labels
+    (`preshift.host`, `preshift.rack`, `preshift.site`)."""
+
+    host: Name | None = None
+    rack: Name | None = None
+    site: Name | None = None
+
+
+class NodeConfig(_Frozen):
+    """A Docker engine that Preshift treats as one node."""
+
+    name: Name
+    url: str = Field(description="Docker engine URL: unix:///path.sock or tcp://host:port")
+    labels: NodeLabels = NodeLabels()
+
+    @field_validator("url")
+    @classmethod
+    def _url_scheme(cls, v: str) -> str:
+        if not re.match(r"^(unix://|tcp://|ssh://|https?://)\S+$", v):
+            raise ValueError(
+                "must be a Docker engine URL: unix:///run/docker.sock, tcp://host:2376 or ssh://host"
+            )
+        return v
+
+
+class ServiceConfig(_Frozen):
+    """What Preshift must respect for one application component (a Docker/Swarm service)."""
+
+    min_available: int = Field(1, ge=0, le=10_000)
+    criticality: float = Field(1.0, gt=0, le=10, description="impact weight; 1 is normal")
+    depends_on: tuple[Name, ...] = ()
+    stateful: bool = False
+
+
+class SignalConfig(_Frozen):
+    """A time series read from Prometheus whose forecast may breach a limit."""
+
+    name: SignalName
+    scope: Literal["node", "component"]
+    query: str = Field(min_length=1)
+    limit: float
+    direction: Literal["above", "below"] = "above"
+    weight: float = Field(0.5, ge=0, le=1, description="how strongly a breach leads to failure")
+    node_label: Name = "node"
+    component_label: Name = Field("name", description="label holding the container name")
+    enabled: bool = True
+
+
+class PrometheusConfig(_Frozen):
+    url: str = "http://127.0.0.1:9090"
+    timeout: Duration = 10.0
+    step: Duration = Field(60.0, description="resolution of query_range")
+    history: Duration = Field(86400.0, description="how much history each signal keeps")
+    bearer_token_file: Path | None = None
+
+    @field_validator("url")
+    @classmethod
+    def _http(cls, v: str) -> str:
+        if not re.match(r"^https?://[^\s/]+(/\S*)?$", v):
+            raise ValueError("must be an http:// or https:// URL, e.g. http://127.0.0.1:9090")
+        return v.rstrip("/")
+
+    @field_validator("step", "timeout")
+    @classmethod
+    def _positive(cls, v: float) -> float:
+        if v <= 0:
+            raise ValueError("must be greater than 0")
+        return v
+
+
+class DockerConfig(_Frozen):
+    label_prefix: Annotated[str, Field(pattern=r"^[a-z][a-z0-9.-]{0,30}$")] = "preshift"
+    timeout: Duration = 10.0
+
+
+class ExporterConfig(_Frozen):
+    listen: str = "127.0.0.1:9731"
+
+    @field_validator("listen")
+    @classmethod
+    def _hostport(cls, v: str) -> str:
+        host, sep, port = v.rpartition(":")
+        if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
+            raise ValueError("must be HOST:PORT, e.g. 127.0.0.1:9731 or 0.0.0.0:9731")
+        return v
+
+
+DEFAULT_SIGNALS: tuple[SignalConfig, ...] = (
+    SignalConfig(
+        name="node_load", scope="node", query="node_load1", limit=4.0, weight=0.3,
+    ),
+    SignalConfig(
+        name="network_latency", scope="node",
+        query='probe_icmp_duration_seconds{phase="rtt"}', limit=0.05, weight=0.3,
+    ),
+    SignalConfig(
+        name="voltage_deviation", scope="node",
+        query='abs(ipmi_voltage_volts{name="12V"} - 12)', limit=0.6, weight=0.6,
+    ),
+    SignalConfig(
+        name="temperature", scope="node",
+        query="max by (node) (node_hwmon_temp_celsius)", limit=85.0, weight=0.5,
+    ),
+    SignalConfig(
+        name="memory_pressure", scope="component",
+        query="container_memory_working_set_bytes / container_spec_memory_limit_bytes",
+        limit=0.9, weight=0.4,
+    ),
+)
+
+
+class Config(_Frozen):
+    """The whole configuration."""
+
+    nodes: tuple[NodeConfig, ...] = Field(min_length=1)
+    services: dict[Name, ServiceConfig] = {}
+    signals: tuple[SignalConfig, ...] = DEFAULT_SIGNALS
+    risk_tolerance: float = Field(
+        0.2, ge=0, lt=1,
+        description="largest projected failure probability a placement may carry; "
+        "higher = fewer moves",
+    )
+    horizon: Duration = 1800.0
+    refresh_interval: Duration = 15.0
+    prometheus: PrometheusConfig = PrometheusConfig()
+    docker: DockerConfig = DockerConfig()
+    exporter: ExporterConfig = ExporterConfig()
+
+    @field_validator("horizon", "refresh_interval")
+    @classmethod
+    def _positive(cls, v: float) -> float:
+        if v <= 0:
+            raise ValueError("must be greater than 0")
+        return v
+
+    @model_validator(mode="after")
+    def _cross_checks(self) -> Config:
+        problems = []
+        names = [n.name for n in self.nodes]
+        dup = sorted({n for n in names if names.count(n) > 1})
+        if dup:
+            problems.append(f"nodes: duplicate node name(s) {dup}; each name must be unique")
+        signals = [s.name for s in self.signals]
+        dup = sorted({n for n in signals if signals.count(n) > 1})
+        if dup:
+            problems.append(f"signals: duplicate signal name(s) {dup}; each name must be unique")
+        for svc, cfg in self.services.items():
+            for dep in cfg.depends_on:
+                if dep not in self.services:
+                    problems.append(
+                        f"services.{svc}.depends_on: unknown service {dep!r}; "
+                        f"declare it under services (known: {sorted(self.services)})"
+                    )
+                elif dep == svc:
+                    problems.append(f"services.{svc}.depends_on: a service cannot depend on itself")
+        if problems:
+            raise ValueError("; ".join(problems))
+        return self
+
+    def service(self, name: str) -> ServiceConfig:
+        """Settings of a service; undeclared services get the defaults."""
+        return self.services.get(name) or ServiceConfig()
+
+
+def _location(loc: tuple[Any, ...]) -> str:
+    out = ""
+    for part in loc:
+        if isinstance(part, int):
+            out += f"[{part}]"
+        else:
+            out += ("." if out else "") + str(part)
+    return out or "(top level)"
+
+
+def _allowed_fields(model: type[BaseModel], loc: tuple[Any, ...]) -> list[str]:
+    """Field names allowed at the parent of `loc`, for 'unknown field' messages."""
+    current: Any = model
+    for part in loc[:-1]:
+        if isinstance(part, int) or current is None:
+            continue
+        field = getattr(current, "model_fields", {}).get(part)
+        if field is None:
+            current = None
+            continue
+        ann = field.annotation
+        for candidate in (ann, *getattr(ann, "__args__", ())):
+            if isinstance(candidate, type) and issubclass(candidate, BaseModel):
+                current = candidate
+                break
+            for inner in getattr(candidate, "__args__", ()):
+                if isinstance(inner, type) and issubclass(inner, BaseModel):
+                    current = inner
+                    break
+    return sorted(getattr(current, "model_fields", {}))
+
+
+def _describe(exc: ValidationError) -> list[str]:
+    problems = []
+    for err in exc.errors():
+        loc = tuple(err["loc"])
+        where = _location(loc)
+        if err["type"] == "extra_forbidden":
+            allowed = _allowed_fields(Config, loc)
+            hint = f"; allowed here: {', '.join(allowed)}" if allowed else ""
+            problems.append(f"{where}: unknown field{hint}")
+        elif err["type"] == "missing":
+            problems.append(f"{where}: required field is missing")
+        else:
+            msg = err["msg"].removeprefix("Value error, ")
+            problems.append(f"{where}: {msg} (got {err.get('input')!r})")
+    return problems
+
+
+def _parse_scalar(text: str) -> Any:
+    try:
+        return yaml.safe_load(text)
+    except yaml.YAMLError:
+        return text
+
+
+def apply_env_overrides(raw: dict[str, Any], environ: Mapping[str, str]) -> list[str]:
+    """Apply PRESHIFT_* overrides to `raw` in place; return the names applied."""
+    applied = []
+    top = set(Config.model_fields)
+    for key in sorted(environ):
+        if not key.startswith(ENV_PREFIX) or key in ENV_NOT_OVERRIDES:
+            continue
+        path = [p.lower() for p in key[len(ENV_PREFIX):].split("__")]
+        if not path[0] or path[0] not in top:
+            continue  # other parts of Preshift (webhook secrets, ...) use the prefix too
+        target = raw
+        for part in path[:-1]:
+            node = target.get(part)
+            if not isinstance(node, dict):
+                node = {}
+                target[part] = node
+            target = node
+        target[path[-1]] = _parse_scalar(environ[key])
+        applied.append(key)
+    return applied
+
+
+def parse_config(raw: Any, *, source: str = "configuration") -> Config:
+    """Validate an already-parsed mapping."""
+    if not isinstance(raw, dict):
+        raise ConfigError(
+            f"{source}: the top level must be a mapping of fields "
+            "(nodes:, services:, signals:, ...)"
+        )
+    try:
+        return Config.model_validate(raw)
+    except ValidationError as exc:
+        raise ConfigError(f"{source} is invalid", _describe(exc)) from None
+
+
+def load_config(path: str | os.PathLike[str], environ: Mapping[str, str] | None = None) -> Config:
+    """Read, override from the environment and validate the YAML file at `path`."""
+    environ = os.environ if environ is None else environ
+    p = Path(path)
+    try:
+        text = p.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise ConfigError(
+            f"{p}: no such file; pass --config PATH (see config.example.yaml)"
+        ) from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"{p}: cannot read it: {exc}") from None
+    try:
+        raw = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+        problem = getattr(exc, "problem", None) or str(exc)
+        raise ConfigError(f"{p}: not valid YAML{where}: {problem}") from None
+    if raw is None:
+        raw = {}
+    if isinstance(raw, dict):
+        apply_env_overrides(raw, environ)
+    return parse_config(raw, source=str(p))
+
+
+def read_secret(env: Mapping[str, str], var: str, file: Path | None = None) -> str | None:
+    """A secret from the environment variable `var`, else from `file`; never logged."""
+    if env.get(var):
+        return env[var].strip()
+    if file is not None:
+        try:
+            return file.read_text(encoding="utf-8").strip()
+        except OSError as exc:
+            raise ConfigError(f"cannot read the secret file {file}: {exc.strerror}") from None
+    return None
