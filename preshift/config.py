@@ -250,6 +250,17 @@ def _describe(exc: ValidationError) -> list[str]:
             problems.append(f"{where}: unknown field{hint}")
         elif err["type"] == "missing":
             problems.append(f"{where}: required field is missing")
+        elif err["type"] == "too_short":
+            need = err.get("ctx", {}).get("min_length", 1)
+            problems.append(f"{where}: needs at least {need} entry (got {err.get('input')!r})")
+        elif err["type"] == "string_pattern_mismatch":
+            pattern = err.get("ctx", {}).get("pattern", "")
+            allowed = (
+                "lowercase letters, digits and _, starting with a letter"
+                if pattern.startswith("^[a-z]")
+                else "letters, digits, '.', '_' and '-', starting with a letter or digit"
+            )
+            problems.append(f"{where}: use {allowed} (got {err.get('input')!r})")
         else:
             msg = err["msg"].removeprefix("Value error, ")
             problems.append(f"{where}: {msg} (got {err.get('input')!r})")
