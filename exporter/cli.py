@@ -1,0 +1,170 @@
+"""`preshift exporter`: the entry point that builds the real adapters and runs the service.
+
+This is the only module of the exporter that reads the environment, installs signal
+handlers or configures logging; everything below receives its sources as arguments.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import signal
+import threading
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass
+from types import FrameType
+from typing import Any
+
+import click
+from pydantic import ValidationError
+
+from preshift import __version__
+from preshift.config import Config, ExporterConfig, load_config, read_secret
+
+from .collector import SnapshotCollector, build_registry
+from .refresh import RefreshLoop
+from .server import ExporterServer, make_app
+
+log = logging.getLogger("exporter")
+
+TOKEN_ENV = "PRESHIFT_PROMETHEUS_BEARER_TOKEN"
+
+
+@dataclass
+class Adapters:
+    """The real sources, built from the configuration."""
+
+    prometheus: Any  # sense.prometheus.PrometheusClient
+    signals: Any  # sense.signals.SignalHistory
+    inventory: Any  # sense.docker_engine.EngineInventory
+    ledger: Any  # sense.failures.FailureLedger
+    watcher: Any  # sense.events.FailureWatcher
+
+    def restore(self, config: Config) -> float:
+        """Failure counters back from Prometheus (raises SourceError while it is down)."""
+        return float(self.ledger.restore(self.prometheus, config.prometheus.history))
+
+    def close(self) -> None:
+        for closable in (self.inventory, self.prometheus):
+            try:
+                closable.close()
+            except Exception:  # closing is best effort at shutdown
+                log.debug("closing %r failed", closable, exc_info=True)
+
+
+def build_adapters(config: Config, environ: Mapping[str, str], now: float) -> Adapters:
+    """Connect nothing yet: every adapter connects lazily and bounds its calls by a timeout."""
+    # Imported here: docker-py and requests are only needed by the command that runs.
+    from preshift.sense.docker_engine import EngineInventory
+    from preshift.sense.events import FailureWatcher
+    from preshift.sense.failures import FailureLedger
+    from preshift.sense.prometheus import PrometheusClient
+    from preshift.sense.signals import SignalHistory
+
+    token = read_secret(environ, TOKEN_ENV, config.prometheus.bearer_token_file)
+    prometheus = PrometheusClient(config.prometheus.url, config.prometheus.timeout, token)
+    signals = SignalHistory(
+        config.signals, prometheus, config.prometheus.step, config.prometheus.history
+    )
+    inventory = EngineInventory(
+        config.nodes, config.docker.label_prefix, timeout=config.docker.timeout
+    )
+    ledger = FailureLedger()
+    # Replay the engines' recent events: the ledger drops those the restored counters
+    # already hold, whether the restore comes first or (Prometheus down) later.
+    watcher = FailureWatcher(
+        config.nodes, ledger, config.docker.label_prefix,
+        since=now - config.prometheus.history, timeout=config.docker.timeout,
+    )
+    return Adapters(prometheus, signals, inventory, ledger, watcher)
+
+
+def _listen_address(value: str) -> tuple[str, int]:
+    try:
+        listen = ExporterConfig(listen=value).listen
+    except ValidationError:
+        raise click.BadParameter(
+            f"{value!r}: must be HOST:PORT, e.g. 127.0.0.1:9731", param_hint="--listen"
+        ) from None
+    host, _, port = listen.rpartition(":")
+    return host, int(port)
+
+
+def _setup_logging(level: str) -> None:
+    logging.basicConfig(
+        level=level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
+
+
+@click.command("exporter")
+@click.option("--config", "config_path", required=True, envvar="PRESHIFT_CONFIG",
+              type=click.Path(dir_okay=False), help="configuration file (or $PRESHIFT_CONFIG)")
+@click.option("--listen", metavar="HOST:PORT", default=None,
+              help="address to serve on; default: exporter.listen of the configuration")
+@click.option("--once", is_flag=True, help="refresh once, print the footprint JSON and exit")
+@click.option("--log-level", default="info", show_default=True,
+              type=click.Choice(["debug", "info", "warning", "error"]))
+def exporter_command(config_path: str, listen: str | None, once: bool, log_level: str) -> None:
+    """Serve /metrics and /api/v1/footprint from a background refresh loop."""
+    config = load_config(config_path)  # a ConfigError ends here, before anything starts
+    host, port = _listen_address(listen or config.exporter.listen)
+    _setup_logging(log_level)
+    adapters = build_adapters(config, os.environ, time.time())
+    try:
+        if once:
+            _run_once(config, adapters)
+        else:
+            _serve(config, adapters, host, port)
+    finally:
+        adapters.close()
+
+
+def _run_once(config: Config, adapters: Adapters) -> None:
+    loop = RefreshLoop(
+        config, adapters.inventory, adapters.signals, adapters.ledger,
+        restore=lambda: adapters.restore(config),
+    )
+    snapshot = loop.refresh_once()
+    click.echo(json.dumps(json.loads(snapshot.footprint_json), indent=2))
+
+
+def _serve(config: Config, adapters: Adapters, host: str, port: int) -> None:
+    stop = threading.Event()
+
+    def on_signal(signum: int, frame: FrameType | None) -> None:
+        log.info("received %s, shutting down", signal.Signals(signum).name)
+        stop.set()
+
+    previous = {s: signal.signal(s, on_signal) for s in (signal.SIGTERM, signal.SIGINT)}
+    collector = SnapshotCollector(config.refresh_interval)
+    loop = RefreshLoop(
+        config, adapters.inventory, adapters.signals, adapters.ledger,
+        on_snapshot=collector.update, watcher=adapters.watcher,
+        restore=lambda: adapters.restore(config),
+    )
+    try:
+        server = ExporterServer(make_app(build_registry(collector), loop.current), host, port)
+    except OSError as exc:
+        raise click.ClickException(f"cannot listen on {host}:{port}: {exc.strerror}") from None
+    server.start()
+    bound_host, bound_port = server.address
+    log.info(
+        "preshift exporter %s listening on http://%s:%d/ (metrics at /metrics); "
+        "%d nodes, refresh every %g s",
+        __version__, bound_host, bound_port, len(config.nodes), config.refresh_interval,
+    )
+    adapters.watcher.start()
+    loop.start()
+    try:
+        while not stop.wait(1.0):  # until SIGTERM or SIGINT
+            pass
+    finally:
+        adapters.watcher.stop(timeout=2.0)
+        if not loop.stop(timeout=2.0):
+            log.warning("a refresh is still waiting on a source; not waiting for it")
+        server.stop()
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)
+        log.info("stopped")

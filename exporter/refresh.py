@@ -1,0 +1,285 @@
+"""The background refresh loop: read the world, build a frozen Snapshot, publish it.
+
+Stages run one after the other and are isolated: a stage that raises keeps its last good
+data (marked stale), counts one error and is logged once (again only when the message changes
+or it recovers). The snapshot is published after every refresh, whatever failed. All state
+below is touched by the refresh thread only, so no lock is needed (and none is held across I/O).
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections import Counter
+from collections.abc import Callable, Mapping
+from typing import Any, Protocol
+
+from preshift.config import Config
+from preshift.errors import SourceError
+from preshift.model import Footprint
+from preshift.sense.ports import FailureCounts, FailureSource, Inventory, SignalSource, SignalStats
+
+from .snapshot import (
+    EMPTY_FAILURES,
+    EMPTY_SIGNAL_STATS,
+    STAGES,
+    Snapshot,
+    StageOutcome,
+    Status,
+    placeholder_footprint,
+)
+
+log = logging.getLogger(__name__)
+
+
+class ReachabilitySink(Protocol):
+    """Told when the inventory sees a node's reachability change (events.FailureWatcher: it
+    counts one "unreachable" failure per outage and re-opens the node's event stream)."""
+
+    def mark_unreachable(self, node: str, detail: str = "") -> None: ...
+
+    def mark_reachable(self, node: str) -> None: ...
+
+
+def _message(exc: Exception) -> str:
+    return str(exc) if isinstance(exc, SourceError) else f"{type(exc).__name__}: {exc}"
+
+
+class RefreshLoop:
+    """Refreshes every `config.refresh_interval` seconds in a background thread."""
+
+    def __init__(
+        self,
+        config: Config,
+        inventory: Inventory,
+        signals: SignalSource,
+        failures: FailureSource,
+        *,
+        clock: Callable[[], float] = time.time,
+        on_snapshot: Callable[[Snapshot], None] | None = None,
+        watcher: ReachabilitySink | None = None,
+        restore: Callable[[], Any] | None = None,
+        timer: Callable[[], float] = time.perf_counter,
+    ) -> None:
+        """`restore` (e.g. the failure ledger's restore from Prometheus) is retried at the start
+        of the failures stage of every refresh until it returns without raising."""
+        self.config = config
+        self._inventory, self._signals, self._failures = inventory, signals, failures
+        self._clock, self._timer = clock, timer
+        self._on_snapshot, self._watcher, self._restore = on_snapshot, watcher, restore
+        self._enabled_signals = tuple(s.name for s in config.signals if s.enabled)
+        # Last good data per stage (kept when a stage fails).
+        self._footprint = placeholder_footprint(config)
+        self._node_errors: Mapping[str, str] = {}
+        self._signal_stats: SignalStats = EMPTY_SIGNAL_STATS
+        self._signal_series: Mapping[str, int] = dict.fromkeys(self._enabled_signals, 0)
+        self._signal_points: Mapping[str, int] = dict(self._signal_series)
+        self._failure_counts: FailureCounts = EMPTY_FAILURES
+        # Bookkeeping across refreshes.
+        self._stage_success: dict[str, float] = dict.fromkeys(STAGES, 0.0)
+        self._errors_total: Counter[str] = Counter({s: 0 for s in STAGES})
+        self._refreshes = 0
+        self._last_success = 0.0
+        self._components: set[str] = set(config.services)
+        self._pairs: set[tuple[str, str]] = set()
+        self._unreachable: set[str] | None = None  # as of the last inventory read
+        self._restore_pending = restore is not None
+        self._restore_failed = False
+        self._logged: dict[str, str | None] = {}
+        # Published state and thread control.
+        self._snapshot: Snapshot | None = None
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    # -- public -------------------------------------------------------------------------
+    def current(self) -> Snapshot | None:
+        """The latest published snapshot (None before the first refresh)."""
+        return self._snapshot
+
+    def start(self) -> None:
+        """Refresh now, then every interval, in a daemon thread."""
+        if self._thread is not None:
+            raise RuntimeError("the refresh loop is already started")
+        self._thread = threading.Thread(target=self._run, name="preshift-refresh", daemon=True)
+        self._thread.start()
+
+    def stop(self, timeout: float = 2.0) -> bool:
+        """Ask the loop to stop; wait at most `timeout` s. True when the thread has ended.
+
+        A refresh stuck in I/O is not waited for: the thread is a daemon and ends with the
+        process, and every adapter bounds its own calls with a timeout."""
+        self._stop.set()
+        if self._thread is None:
+            return True
+        self._thread.join(timeout)
+        return not self._thread.is_alive()
+
+    def refresh_once(self) -> Snapshot:
+        """Run every stage once, publish and return the snapshot. Not reentrant: call it from
+        one thread at a time (the loop's, or a test's when the loop is not started)."""
+        now = self._clock()
+        started = self._timer()
+        self._refreshes += 1
+        outcomes = {
+            "inventory": self._run_stage("inventory", now, self._read_inventory),
+            "signals": self._run_stage("signals", now, lambda: self._read_signals(now)),
+            "failures": self._run_stage("failures", now, self._read_failures),
+        }
+        if all(o.status is not Status.FAILED for o in outcomes.values()):
+            self._last_success = now
+        snapshot = Snapshot(
+            taken_at=now,
+            interval=self.config.refresh_interval,
+            footprint=self._footprint,
+            node_errors=self._node_errors,
+            failures=self._failure_counts,
+            signals=self._signal_stats,
+            signal_series=self._signal_series,
+            signal_points=self._signal_points,
+            stages=outcomes,
+            duration=self._timer() - started,
+            refreshes=self._refreshes,
+            errors_total=dict(self._errors_total),
+            last_success=self._last_success,
+            sources_up={
+                "docker": outcomes["inventory"].status is not Status.FAILED,
+                "prometheus": outcomes["signals"].status is not Status.FAILED
+                and not self._restore_failed,
+            },
+            components=tuple(sorted(self._components)),
+            seen_pairs=frozenset(self._pairs),
+            failures_restored=not self._restore_pending,
+        ).with_json()
+        if self._on_snapshot is not None:
+            try:  # a bug in the consumer must not stop the loop; publish anyway
+                self._on_snapshot(snapshot)
+            except Exception:
+                log.exception("publishing the snapshot failed")
+        self._snapshot = snapshot
+        return snapshot
+
+    # -- stages -------------------------------------------------------------------------
+    def _run_stage(
+        self, name: str, now: float, read: Callable[[], tuple[Status, str | None]]
+    ) -> StageOutcome:
+        started = self._timer()
+        unexpected: Exception | None = None
+        try:
+            status, error = read()
+        except Exception as exc:
+            # A SourceError is expected (a source is down) and its message says it all;
+            # anything else is a bug or a surprise: log its traceback (once).
+            unexpected = None if isinstance(exc, SourceError) else exc
+            status, error = Status.FAILED, f"{_message(exc)} (keeping the last good data)"
+        duration = self._timer() - started
+        self._report(name, error, unexpected)
+        if status is not Status.OK:
+            self._errors_total[name] += 1
+        if status is not Status.FAILED:
+            self._stage_success[name] = now
+        return StageOutcome(status, duration, self._stage_success[name], error)
+
+    def _read_inventory(self) -> tuple[Status, str | None]:
+        result = self._inventory.read()
+        fp = result.footprint
+        errors = dict(result.errors)
+        down = {n.name for n in fp.nodes if not n.reachable}
+        for n in fp.nodes:
+            if not n.reachable and n.name not in errors:
+                errors[n.name] = n.error or "unreachable"
+        self._footprint, self._node_errors = fp, errors
+        for r in fp.replicas:
+            self._components.add(r.component)
+            self._pairs.add((r.component, r.node))
+        before = self._unreachable
+        for node in sorted(set(errors) | (before or set())):
+            self._report(f"node {node}", errors.get(node))
+        self._tell_watcher(fp, errors, before)
+        self._unreachable = down
+        if fp.nodes and len(down) == len(fp.nodes):
+            return Status.FAILED, f"no Docker engine answered ({len(down)} nodes unreachable)"
+        if errors:
+            return Status.PARTIAL, f"{len(errors)} of {len(fp.nodes)} nodes not fully read: " + \
+                ", ".join(sorted(errors))
+        return Status.OK, None
+
+    def _tell_watcher(
+        self, fp: Footprint, errors: Mapping[str, str], before: set[str] | None
+    ) -> None:
+        """Report reachability changes (all of it after the first read) to the watcher."""
+        if self._watcher is None:
+            return
+        for n in fp.nodes:
+            if before is not None and (n.name in before) == (not n.reachable):
+                continue  # unchanged
+            try:
+                if n.reachable:
+                    self._watcher.mark_reachable(n.name)
+                else:
+                    self._watcher.mark_unreachable(n.name, errors.get(n.name, ""))
+            except Exception:  # recording a failure must not break the inventory stage
+                log.exception("telling the failure watcher about node %s failed", n.name)
+
+    def _read_signals(self, now: float) -> tuple[Status, str | None]:
+        stats = self._signals.refresh(now)
+        series: Counter[str] = Counter(dict.fromkeys(self._enabled_signals, 0))
+        points: Counter[str] = Counter(series)
+        for (signal, _entity), (_ts, values) in self._signals.series().items():
+            series[signal] += 1
+            points[signal] += len(values)
+        self._signal_stats, self._signal_series, self._signal_points = (
+            stats, dict(series), dict(points)
+        )
+        if not stats.errors:
+            return Status.OK, None
+        by_message: dict[str, list[str]] = {}
+        for name in sorted(stats.errors):  # one line per distinct cause, not per signal
+            by_message.setdefault(stats.errors[name], []).append(name)
+        message = "; ".join(f"{m} ({', '.join(names)})" for m, names in by_message.items())
+        if self._enabled_signals and set(self._enabled_signals) <= set(stats.errors):
+            return Status.FAILED, f"no signal could be fetched: {message}"
+        return Status.PARTIAL, message
+
+    def _read_failures(self) -> tuple[Status, str | None]:
+        restore_error = None
+        self._restore_failed = False
+        if self._restore_pending and self._restore is not None:
+            try:
+                self._restore()
+            except Exception as exc:  # until it works, failures seen live are still counted
+                self._restore_failed = True
+                restore_error = (f"restoring failure counters from Prometheus: {_message(exc)}"
+                                 "; retrying every refresh")
+            else:
+                self._restore_pending = False
+                log.info("failure counters restored from Prometheus")
+        self._failure_counts = self._failures.counts()
+        return (Status.PARTIAL, restore_error) if restore_error else (Status.OK, None)
+
+    # -- helpers ------------------------------------------------------------------------
+    def _report(self, key: str, error: str | None, exc: Exception | None = None) -> None:
+        """Log a problem when it starts or changes, and once when it clears; not every time."""
+        previous = self._logged.get(key)
+        if error == previous:
+            return
+        self._logged[key] = error
+        if error is None:
+            log.info("%s: recovered", key)
+        else:
+            log.warning("%s: %s", key, error, exc_info=exc)
+
+    def _run(self) -> None:
+        interval = self.config.refresh_interval
+        next_at = time.monotonic()
+        while not self._stop.is_set():
+            try:
+                self.refresh_once()
+            except Exception:  # a bug: keep serving the last snapshot, try again next time
+                log.exception("refresh failed unexpectedly")
+            next_at += interval
+            now = time.monotonic()
+            if next_at < now:  # overran: skip the missed ticks instead of bursting
+                next_at = now
+            if self._stop.wait(next_at - now):
+                break
