@@ -148,7 +148,7 @@ DEFAULT_SIGNALS: tuple[SignalConfig, ...] = (
     ),
     SignalConfig(
         name="memory_pressure", scope="component",
-        query="container_memory_working_set_bytes / container_spec_memory_limit_bytes",
+        query="container_memory_working_set_bytes / (container_spec_memory_limit_bytes > 0)",
         limit=0.9, weight=0.4,
     ),
 )
