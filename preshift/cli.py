@@ -17,6 +17,7 @@ SUBCOMMANDS: dict[str, tuple[str, str]] = {
     "testbed": ("preshift.testbed.cli", "testbed_group"),
     "simulate": ("preshift.simulator.cli", "simulate_command"),
     "exporter": ("exporter.cli", "exporter_command"),
+    "demo": ("preshift.demo", "demo_command"),
 }
 
 
