@@ -28,3 +28,30 @@ def test_rule_unit_tests_pass() -> None:
     )
     assert proc.returncode == 0, proc.stdout + proc.stderr
     assert proc.stdout.count("SUCCESS") == len(tests)
+
+
+def test_alertmanager_example_is_valid() -> None:
+    amtool = shutil.which("amtool") or "/usr/bin/amtool"
+    example = RULES.parent / "compose" / "alertmanager.example.yml"
+    proc = subprocess.run(
+        [amtool, "check-config", str(example)], capture_output=True, text=True, timeout=60
+    )
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert "SUCCESS" in proc.stdout
+
+
+def test_alertmanager_example_routes_the_discrepancy_alert_to_the_webhook() -> None:
+    amtool = shutil.which("amtool") or "/usr/bin/amtool"
+    example = RULES.parent / "compose" / "alertmanager.example.yml"
+    proc = subprocess.run(
+        [amtool, "config", "routes", "test", f"--config.file={example}",
+         "alertname=PreshiftFootprintDiscrepancy", "preshift_action=migrate", "component=web"],
+        capture_output=True, text=True, timeout=60,
+    )
+    assert proc.stdout.strip() == "preshift-webhook", proc.stdout + proc.stderr
+    other = subprocess.run(
+        [amtool, "config", "routes", "test", f"--config.file={example}",
+         "alertname=PreshiftExporterDown"],
+        capture_output=True, text=True, timeout=60,
+    )
+    assert other.stdout.strip() == "null", other.stdout + other.stderr
