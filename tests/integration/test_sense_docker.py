@@ -191,7 +191,13 @@ def test_oom_and_unhealthy(watched: tuple[Testbed, FailureLedger, FailureWatcher
         "hog", mem_limit="16m", memswap_limit="16m")
     run(tb, "n2", "sick-1", "sleep 600", "sick",
         healthcheck={"test": ["CMD", "false"], "interval": 200_000_000, "retries": 1})
-    wait_for(lambda: failures(ledger, "hog", "oom") == 1, 20, "the OOM kill")
+    # generous: on a loaded 2-core machine filling 16 MiB through a pipe can take a while
+    deadline = time.monotonic() + 60
+    while failures(ledger, "hog", "oom") != 1 and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert failures(ledger, "hog", "oom") == 1, (
+        ledger.counts().recent[-10:], tb.client("n1").containers.get("hog-1").attrs["State"]
+    )
     wait_for(lambda: failures(ledger, "sick", "unhealthy") == 1, 20, "the failing check")
     wait_for(lambda: tb.client("n1").containers.get("hog-1").status == "exited", 10, "hog-1")
     run(tb, "n1", "sentinel-1", "exit 5", "sentinel")  # ordered stream: all of hog-1 is seen
