@@ -288,6 +288,15 @@ def fallback_params(
             sd = _MAD_TO_SD * np.nanmedian(np.abs(diffs - med[:, None]), axis=1)
             # A step-like series has MAD 0; its standard deviation still shows the jumps.
             sd = np.where(sd > 0, sd, np.nanstd(diffs, axis=1))
+        # Shrink the drift by its own uncertainty (James-Stein style): a median of a few noisy
+        # differences, carried over the whole horizon, turns white noise into a trend (20 σ
+        # below a limit gave P(breach) ≈ 0.3 before). A real trend is many standard errors
+        # away from 0 and keeps almost all of its drift.
+        n_diffs = np.maximum(np.isfinite(diffs).sum(axis=1), 1)
+        se = 1.2533 * sd / np.sqrt(n_diffs)  # standard error of a median
+        with np.errstate(invalid="ignore", divide="ignore"):
+            keep = np.clip(1.0 - (se / np.abs(med)) ** 2, 0.0, 1.0)
+        med = np.where(np.abs(med) > 0, med * keep, med)
         ok = nf >= 3
         sl = slice(s, s + r.size)
         last[sl] = np.where(ok, pad[np.arange(r.size), last_pos], np.nan)
@@ -385,6 +394,7 @@ class Forecaster:
         fit_seconds: float = 5.0,
         refit_after: float = 3600.0,
         min_fit_points: int = 24,
+        min_points: int = 12,
         quality_window: int = 288,
         drift_window: int = 24,
         drift_ratio: float = 3.0,
@@ -406,6 +416,7 @@ class Forecaster:
         self.fit_seconds = float(fit_seconds)
         self.refit_after = float(refit_after)
         self.min_fit_points = int(min_fit_points)
+        self.min_points = max(3, int(min_points))
         self.min_quality_points = int(min_quality_points)
         self.drift_ratio = float(drift_ratio)
         # EWMA weights with pandas' span convention: the window is the effective sample size.
@@ -528,7 +539,9 @@ class Forecaster:
         if rows.size == 0:
             return
         fb = fallback_params(values, indptr, rows)
-        ok = fb.n_finite >= 3
+        # Until a series has `min_points` points it is no evidence (kind NONE → p_breach NaN)
+        # and is re-estimated on every refresh (see fallback_params for the drift's shrinkage).
+        ok = fb.n_finite >= self.min_points
         st.kind[rows] = np.where(ok, ModelKind.FALLBACK, ModelKind.NONE)
         st.level[rows] = fb.level
         st.trend[rows] = np.where(ok, fb.drift, 0.0)

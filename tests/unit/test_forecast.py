@@ -199,9 +199,25 @@ def test_a_failed_fit_keeps_the_fallback_and_waits_for_refit_after() -> None:
 
 def test_too_short_series_get_no_forecast_until_they_have_points() -> None:
     fc = forecaster(FakeFitter())
-    res = fc.update(make_batch(["a", "b"], [[1.0, np.nan], np.arange(5.0)], [1e5, 1e5]))
-    assert res.kind.tolist() == [ModelKind.NONE, ModelKind.FALLBACK]
-    assert np.isnan(res.mean_last[0]) and res.mean_last[1] == pytest.approx(4.0 + 10 * 1.0)
+    res = fc.update(
+        make_batch(["a", "b", "c"], [[1.0, np.nan], np.arange(5.0), np.arange(15.0)],
+                   [1e5, 1e5, 1e5]),
+        limits=[100.0, 100.0, 100.0], above=[True, True, True],
+    )
+    assert res.kind.tolist() == [ModelKind.NONE, ModelKind.NONE, ModelKind.FALLBACK]
+    assert np.isnan(res.p_breach[:2]).all()  # no evidence yet
+    assert res.mean_last[2] == pytest.approx(14.0 + 10 * 1.0)  # an exact trend keeps its drift
+
+
+def test_white_noise_far_below_its_limit_is_no_breach_for_a_new_series() -> None:
+    # A handful of noisy points must not be extrapolated into a trend over the horizon.
+    rng = np.random.default_rng(7)
+    for n in (12, 15, 20):  # below min_fit_points: the fallback model forecasts
+        fc = forecaster(FakeFitter())
+        y = 0.3 + rng.normal(0, 0.01, n)
+        res = fc.update(make_batch(["m"], [y], [1e5]), limits=[0.9], above=[True])
+        assert res.kind[0] == ModelKind.FALLBACK
+        assert res.p_breach[0] < 0.01, (n, res.p_breach[0])
 
 
 def test_quality_of_the_right_model_on_white_noise() -> None:
@@ -255,7 +271,8 @@ def test_history_is_placed_on_the_step_grid() -> None:
     assert b.indptr.tolist() == [0, 4, 4, 5] and b.keys == ["a", "b", "c"]
     np.testing.assert_array_equal(b.end, [240.0, np.nan, 300.0])
     res = forecaster(FakeFitter()).update(b)
-    assert res.kind.tolist() == [ModelKind.FALLBACK, ModelKind.NONE, ModelKind.NONE]
+    # too few points for a model yet: no evidence
+    assert res.kind.tolist() == [ModelKind.NONE, ModelKind.NONE, ModelKind.NONE]
 
 
 def test_the_maths_imports_without_statsforecast() -> None:
