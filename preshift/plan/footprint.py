@@ -183,11 +183,13 @@ class _State:
             n: (s.risk if (s := scores.nodes.get(n)) else (0.0 if n in self.reachable else 1.0))
             for n in self.nodes
         }
-        # Domains count for spread when they hold a reachable node, as Kubernetes counts the
-        # domains that have nodes. A risky node's domain still counts (the tolerance does not
-        # change which domains exist), so evacuating it cannot crowd the others past maxSkew:
-        # the planner scales up next to it instead.
-        self.eligible = frozenset(self.reachable)
+        # Domains count for spread when they hold a reachable node that is not itself past
+        # the tolerance, as Kubernetes ignores tainted nodes under nodeTaintsPolicy: Honor.
+        # Spreading onto a node we expect to fail protects nothing, and counting it would
+        # forbid evacuating it (3 replicas on 3 hosts could only scale up, never move).
+        self.eligible = frozenset(
+            n for n in self.reachable if self.node_risk[n] <= settings.tolerance
+        )
         self.dom = {lv: {n: domain(node, lv) for n, node in self.nodes.items()} for lv in LEVELS}
         self.doms = {lv: {self.dom[lv][n] for n in self.eligible} for lv in LEVELS}
         # One constraint per level (the last one given wins).

@@ -208,10 +208,11 @@ def test_soft_spread_only_prefers() -> None:
     # Hard: the move is refused; a scale-up on d keeps r1's replica and skew 2 − 1 = 1.
     assert [(e.action, e.to_node) for e in plan(fp, {"a": 0.5}, hard).entries] == [
         ("scale_up", "d")]
-    # A risky node's domain still counts: with b gone the same holds.
+    # A domain whose only node is past the tolerance no longer counts for spread (like a
+    # tainted node): with b gone, rack r1 is just the risky a, so evacuating it is a move.
     fp3 = footprint([nodes[0], *nodes[2:]], fp.replicas)
     assert [(e.action, e.to_node) for e in plan(fp3, {"a": 0.5}, hard).entries] == [
-        ("scale_up", "d")]
+        ("move", "d")]
 
 
 def test_skew_counts_only_eligible_domains() -> None:
