@@ -10,6 +10,7 @@ import json
 import logging
 import os
 import signal
+import sys
 import threading
 import time
 from collections.abc import Mapping
@@ -21,11 +22,14 @@ import click
 from pydantic import ValidationError
 
 from preshift import __version__
+from preshift.assess import Assessor
 from preshift.config import Config, ExporterConfig, load_config, read_secret
+from preshift.model import FailureEvent
 
-from .collector import SnapshotCollector, build_registry
+from .fitworker import ProcessFitter
 from .refresh import RefreshLoop
-from .server import ExporterServer, make_app
+from .server import ExporterServer
+from .service import build_service
 
 log = logging.getLogger("exporter")
 
@@ -41,13 +45,23 @@ class Adapters:
     inventory: Any  # sense.docker_engine.EngineInventory
     ledger: Any  # sense.failures.FailureLedger
     watcher: Any  # sense.events.FailureWatcher
+    fitter: ProcessFitter  # ETS fits in a child process (see exporter/fitworker.py)
 
     def restore(self, config: Config) -> float:
         """Failure counters back from Prometheus (raises SourceError while it is down)."""
         return float(self.ledger.restore(self.prometheus, config.prometheus.history))
 
+    def history(self, config: Config, since: float, until: float) -> list[FailureEvent]:
+        """Failure events of [since, until] rebuilt from the counters Prometheus kept."""
+        from preshift.sense.failure_history import load_failure_history
+
+        return load_failure_history(self.prometheus, since, until, config.prometheus.step)
+
+    def assessor(self, config: Config) -> Assessor:
+        return Assessor(config, fitter=self.fitter)
+
     def close(self) -> None:
-        for closable in (self.inventory, self.prometheus):
+        for closable in (self.inventory, self.prometheus, self.fitter):
             try:
                 closable.close()
             except Exception:  # closing is best effort at shutdown
@@ -78,7 +92,7 @@ def build_adapters(config: Config, environ: Mapping[str, str], now: float) -> Ad
         config.nodes, ledger, config.docker.label_prefix,
         since=now - config.prometheus.history, timeout=config.docker.timeout,
     )
-    return Adapters(prometheus, signals, inventory, ledger, watcher)
+    return Adapters(prometheus, signals, inventory, ledger, watcher, ProcessFitter())
 
 
 def _listen_address(value: str) -> tuple[str, int]:
@@ -125,6 +139,8 @@ def _run_once(config: Config, adapters: Adapters) -> None:
     loop = RefreshLoop(
         config, adapters.inventory, adapters.signals, adapters.ledger,
         restore=lambda: adapters.restore(config),
+        history=lambda since, until: adapters.history(config, since, until),
+        assessor=adapters.assessor(config),
     )
     snapshot = loop.refresh_once()
     click.echo(json.dumps(json.loads(snapshot.footprint_json), indent=2))
@@ -138,14 +154,19 @@ def _serve(config: Config, adapters: Adapters, host: str, port: int) -> None:
         stop.set()
 
     previous = {s: signal.signal(s, on_signal) for s in (signal.SIGTERM, signal.SIGINT)}
-    collector = SnapshotCollector(config.refresh_interval)
-    loop = RefreshLoop(
+    # The refresh thread runs long stretches of Python; with the default 5 ms switch interval
+    # each of the ~10 GIL hand-offs a request needs may wait that long (p99 of /metrics was
+    # ~130 ms during a refresh at 10,000 components, ~50 ms with 1 ms).
+    sys.setswitchinterval(0.001)
+    service = build_service(
         config, adapters.inventory, adapters.signals, adapters.ledger,
-        on_snapshot=collector.update, watcher=adapters.watcher,
+        assessor=adapters.assessor(config), watcher=adapters.watcher,
         restore=lambda: adapters.restore(config),
+        history=lambda since, until: adapters.history(config, since, until),
     )
+    loop = service.loop
     try:
-        server = ExporterServer(make_app(build_registry(collector), loop.current), host, port)
+        server = ExporterServer(service.app, host, port)
     except OSError as exc:
         raise click.ClickException(f"cannot listen on {host}:{port}: {exc.strerror}") from None
     server.start()

@@ -8,7 +8,8 @@ Regenerate the doc with: `python -m exporter.metrics > docs/metrics.md`.
 from __future__ import annotations
 
 import sys
-from collections.abc import Callable
+from collections import defaultdict
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Literal
 
@@ -17,7 +18,8 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metri
 from preshift import __version__
 from preshift.model import FAILURE_REASONS
 
-from .snapshot import SOURCES, STAGES, Snapshot, Status
+from .metrics_assess import add_assessment
+from .snapshot import ASSESS_PARTS, SOURCES, STAGES, Snapshot, Status
 
 #: Target labels (set by Prometheus or common scrape configs); ours must not clash, hence
 #: `site` not `datacenter` and `component` not `service`. (prometheus/docs naming.md also
@@ -110,6 +112,44 @@ METRICS: tuple[MetricSpec, ...] = (
        "signal"),
     _g("preshift_signal_up", "1 when the last refresh fetched the signal from Prometheus, else 0.",
        "signal"),
+    # -- the look ahead (assess stage); absent before the first assessment -----------------
+    _g("preshift_assessment_timestamp_seconds", "Unix time of the refresh that computed the "
+       "served scores, forecasts and plan. Older than the snapshot while the assess stage "
+       "keeps its last good result because its inputs are stale."),
+    _g("preshift_risk_tolerance_ratio", "Risk tolerance: the largest projected failure "
+       "probability (1 - HPS/100) a placement may carry before its replica is acted on."),
+    _g("preshift_health_projection_score", "Health Projection Score of a running replica: 100 x "
+       "the projected probability that it keeps working over the horizon. The 0-100 range is "
+       "fixed by the brief; lower = riskier.", "component", "replica", "node"),
+    _g("preshift_failure_probability_ratio", "Projected probability (0-1) that the replica fails "
+       "within the horizon from one factor; HPS = 100 x the product of (1 - each).",
+       "component", "replica", "node", "factor"),
+    _g("preshift_component_health_projection_score", "Lowest Health Projection Score of the "
+       "component's running replicas (0-100, range fixed by the brief; lower = riskier).",
+       "component"),
+    _g("preshift_node_health_projection_score", "Health Projection Score of the node itself, "
+       "from node-scoped signals and the node's own failures (0-100, range fixed by the brief; "
+       "lower = riskier).", "node"),
+    _g("preshift_node_failure_probability_ratio", "Projected probability (0-1) that the node "
+       "fails within the horizon from one factor.", "node", "factor"),
+    _g("preshift_discrepancy_ratio", "Share (0-1) of the component's running replicas that are "
+       "not where the desired footprint puts them.", "component"),
+    _g("preshift_discrepancy_threshold_ratio", "Discrepancy above which the component should be "
+       "migrated: the risk tolerance, or less when misplacing that many replicas would leave "
+       "fewer than min_available.", "component"),
+    _g("preshift_plan_entries", "Changes the plan holds for the component, by action; absent "
+       "when there are none.", "component", "action"),
+    _g("preshift_signal_breach_probability_ratio", "Probability (0-1) that the signal crosses "
+       "its limit at some step within the horizon, from its forecast. `replica` is empty for "
+       "node-scoped signals.", "signal", "node", "replica"),
+    _g("preshift_forecast_error_ratio", "Median over the signal's series of the scaled one-step "
+       "forecast error (MASE: MAE / MAE of the last-value forecast; below 1 beats it). Absent "
+       "until enough points were scored.", "signal"),
+    _g("preshift_forecast_fitted_series", "Series of the signal forecast by a fitted ETS model; "
+       "the others use a random walk with drift until their first fit.", "signal"),
+    _g("preshift_forecast_fit_backlog_series",
+       "Series due for a (re)fit that the last assessment's fit budget left waiting."),
+    _c("preshift_forecast_fits_total", "ETS fits the forecaster attempted, by result.", "result"),
 )
 SPECS: dict[str, MetricSpec] = {m.name: m for m in METRICS}
 
@@ -128,13 +168,27 @@ def initial_families(interval: float) -> list[Metric]:
     return [info, up]
 
 
+Add = Callable[[str, Sequence[str], float], None]  # (metric name, label values, value)
+#: Up to this many (component, node) pairs, preshift_replicas has every known component on
+#: every node; beyond it (10,000 components × 100 nodes would be 10^6 series), only the pairs
+#: where a replica was ever seen.
+ZERO_FILL_PAIRS = 50_000
+
+
 def families_from(snap: Snapshot) -> list[Metric]:
     """All families with their samples, from one snapshot. Pure: no I/O, no clock."""
     fams = {spec.name: spec.family(snap.interval) for spec in METRICS}
 
-    def add(name: str, labels: list[str], value: float) -> None:
+    def add(name: str, labels: Sequence[str], value: float) -> None:
         fams[name].add_metric(labels, value)
 
+    fill(snap, add)
+    return [f for f in fams.values() if f.samples]
+
+
+def fill(snap: Snapshot, add: Add) -> None:
+    """Call `add` for every sample of `snap`, family by family in the order of a family's
+    samples (the order of families does not matter). Pure: no I/O, no clock."""
     add("preshift_build_info", [__version__], 1)
     add("preshift_up", [], int(snap.up))
     for source in SOURCES:
@@ -151,6 +205,9 @@ def families_from(snap: Snapshot) -> list[Metric]:
         add("preshift_refresh_stage_duration_seconds", [stage], outcome.duration)
         add("preshift_refresh_stage_last_success_timestamp_seconds", [stage],
             outcome.last_success)
+    for part in ASSESS_PARTS:
+        add("preshift_refresh_stage_duration_seconds", [part], snap.assess_timings.get(part, 0.0))
+    add("preshift_risk_tolerance_ratio", [], snap.risk_tolerance)
 
     fp = snap.footprint
     nodes = [n.name for n in fp.nodes]
@@ -159,9 +216,11 @@ def families_from(snap: Snapshot) -> list[Metric]:
             [n.name, n.labels.host, n.labels.rack, n.labels.site, n.engine_id or ""], 1)
         add("preshift_node_up", [n.name], int(n.reachable))
     running = fp.running_counts()
+    every = len(snap.components) * len(nodes) <= ZERO_FILL_PAIRS
     for comp in snap.components:
         for node in nodes:
-            add("preshift_replicas", [comp, node], running.get((comp, node), 0))
+            if every or (comp, node) in snap.seen_pairs or (comp, node) in running:
+                add("preshift_replicas", [comp, node], running.get((comp, node), 0))
     for r in sorted(fp.replicas, key=lambda r: (r.component, r.node, r.name)):
         add("preshift_replica_info", [r.component, r.name, r.node, r.state], 1)
 
@@ -173,18 +232,25 @@ def families_from(snap: Snapshot) -> list[Metric]:
         add("preshift_signal_points", [signal], snap.signal_points.get(signal, 0))
         fresh = not signals_failed and signal not in snap.signals.errors
         add("preshift_signal_up", [signal], int(fresh))
-    return [f for f in fams.values() if f.samples]
+    if snap.assessment is not None:
+        add_assessment(snap.assessment, add)
 
 
-def _add_failures(snap: Snapshot, nodes: list[str], add: Callable[[str, list[str], float], None]
-                  ) -> None:
+def _add_failures(snap: Snapshot, nodes: list[str], add: Add) -> None:
     """Failure counters, zero-filled for known series (only once restored, see Snapshot)."""
-    by_component = dict.fromkeys(
-        ((c, n, reason) for c, n in snap.seen_pairs for reason in COMPONENT_REASONS), 0.0
-    )
-    by_component.update(snap.failures.by_component)
-    for (comp, node, reason), count in sorted(by_component.items()):
-        add("preshift_component_failures_total", [comp, node, reason], count)
+    counts = snap.failures.by_component
+    # Sorted by (component, node, reason) without sorting every key at once: one C-level
+    # sort of 40,000 tuples (10,000 components) holds the GIL for ~50 ms.
+    reasons: dict[str, dict[str, set[str]]] = defaultdict(lambda: defaultdict(set))
+    for comp, node in snap.seen_pairs:
+        reasons[comp][node].update(COMPONENT_REASONS)
+    for comp, node, reason in counts:
+        reasons[comp][node].add(reason)
+    for comp in sorted(reasons):
+        for node, known in sorted(reasons[comp].items()):
+            for reason in sorted(known):
+                add("preshift_component_failures_total", [comp, node, reason],
+                    counts.get((comp, node, reason), 0.0))
     by_node = dict.fromkeys(((n, reason) for n in nodes for reason in NODE_REASONS), 0.0)
     by_node.update(snap.failures.by_node)
     for (node, reason), count in sorted(by_node.items()):
@@ -192,63 +258,11 @@ def _add_failures(snap: Snapshot, nodes: list[str], add: Callable[[str, list[str
     add("preshift_failures_last_event_timestamp_seconds", [], snap.failures.last_event_ts)
 
 
-LABEL_MEANINGS: dict[str, str] = {
-    "version": "Preshift version (`preshift.__version__`).",
-    "source": "`docker` (the engines' APIs) or `prometheus` (signal history, failure restore).",
-    "stage": "Stage of the refresh: `inventory` (Docker engines), `signals` (Prometheus "
-             "history) or `failures` (Docker events ledger).",
-    "node": "Node name from the configuration (one Docker engine).",
-    "host": "Failure domain: physical host of the node.",
-    "rack": "Failure domain: rack of the node.",
-    "site": "Failure domain: site (datacenter) of the node; not `datacenter`, which clashes "
-            "with common target labels.",
-    "engine_id": "Docker engine ID; empty until the engine has answered once.",
-    "component": "Application component (the `<prefix>.service` container label); not "
-                 "`service`, which clashes with common target labels.",
-    "replica": "Container name of one replica.",
-    "state": "Docker container state: running, exited, restarting, paused, created, dead.",
-    "reason": "Failure reason: " + ", ".join(f"`{r}`" for r in FAILURE_REASONS) + ".",
-    "signal": "Signal name from the configuration (`signals[].name`).",
-}
-
-
 def render_docs() -> str:
-    """docs/metrics.md, generated from METRICS."""
-    lines = [
-        "# Metrics exported by `preshift exporter`",
-        "",
-        "<!-- Generated by `python -m exporter.metrics > docs/metrics.md`; do not edit. -->",
-        "",
-        "Every value is computed by the exporter's background refresh loop (every",
-        "`refresh_interval`, 15 s by default) and served as is: a scrape never triggers",
-        "Docker or Prometheus queries, and no sample carries a timestamp. Check freshness",
-        "with `time() - preshift_snapshot_timestamp_seconds` and `preshift_snapshot_stale`.",
-        "Every HELP text ends with: *" + refresh_note(None) + "*",
-        "",
-        "Known series are exported with 0 rather than left out: `preshift_replicas` for",
-        "every known component on every node, `preshift_node_failures_total` for every node",
-        "(reason `unreachable`), `preshift_component_failures_total` for every reason on",
-        "every (component, node) where a replica was ever seen, and the signal gauges for",
-        "every configured signal.",
-        "",
-        "| metric | type | labels | meaning |",
-        "|---|---|---|---|",
-    ]
-    for m in METRICS:
-        labels = ", ".join(f"`{label}`" for label in m.labels) or "–"
-        lines.append(f"| `{m.name}` | {m.kind} | {labels} | {m.help} |")
-    lines += ["", "## Labels", "", "| label | meaning |", "|---|---|"]
-    used = {label for m in METRICS for label in m.labels}
-    for label, meaning in LABEL_MEANINGS.items():
-        if label in used:
-            lines.append(f"| `{label}` | {meaning} |")
-    lines += [
-        "",
-        "The JSON document served at `/api/v1/footprint` is described in",
-        "[exporter-api.md](exporter-api.md).",
-        "",
-    ]
-    return "\n".join(lines)
+    """docs/metrics.md, generated from METRICS (see exporter/metrics_doc.py)."""
+    from .metrics_doc import render_docs as render
+
+    return render()
 
 
 if __name__ == "__main__":

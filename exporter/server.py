@@ -1,12 +1,16 @@
 """A small threaded WSGI server: /metrics, /api/v1/footprint, a landing page, health checks.
 
-Every answer is read from what the refresh loop already built: the registry's collector
-returns pre-built families and the footprint JSON is pre-rendered bytes.
+Every answer is read from what the refresh loop already built: /metrics sends the collector's
+pre-rendered text (plus the few runtime metrics of the process, rendered per scrape) and the
+footprint JSON is pre-rendered bytes. Only a client that accepts nothing but OpenMetrics, or
+asks for a subset with `name[]`, goes through prometheus_client's own (slower) rendering.
 """
 
 from __future__ import annotations
 
+import gzip
 import html
+import itertools
 import json
 import logging
 import socket
@@ -17,9 +21,16 @@ from typing import Any
 from wsgiref.simple_server import WSGIRequestHandler, WSGIServer, make_server
 
 from prometheus_client import CollectorRegistry, make_wsgi_app
+from prometheus_client.exposition import (
+    CONTENT_TYPE_PLAIN_0_0_4,
+    generate_latest,
+    gzip_accepted,
+)
 
 from preshift import __version__
 
+from .collector import SnapshotCollector
+from .exposition import gunzip_chunks
 from .snapshot import Snapshot
 
 log = logging.getLogger(__name__)
@@ -51,9 +62,45 @@ def _json(payload: dict[str, Any]) -> bytes:
     return json.dumps(payload).encode() + b"\n"
 
 
-def make_app(registry: CollectorRegistry, current: Callable[[], Snapshot | None]) -> WSGIApp:
-    """The WSGI app. `current()` returns the latest snapshot (None before the first)."""
+def _wants_text(environ: dict[str, Any]) -> bool:
+    """True unless the client accepts only OpenMetrics or asks for a subset (`name[]`)."""
+    if "name[]" in environ.get("QUERY_STRING", ""):
+        return False
+    accept = environ.get("HTTP_ACCEPT", "")
+    if not accept.strip():
+        return True
+    types = {part.split(";")[0].strip() for part in accept.split(",")}
+    return bool(types & {"text/plain", "text/*", "*/*"})
+
+
+def make_app(
+    registry: CollectorRegistry,
+    current: Callable[[], Snapshot | None],
+    collector: SnapshotCollector | None = None,
+    runtime: CollectorRegistry | None = None,
+) -> WSGIApp:
+    """The WSGI app. `current()` returns the latest snapshot (None before the first). With
+    `collector` (registered in `registry`), /metrics sends its pre-rendered exposition followed
+    by what `runtime` (the registry's other collectors, see build_registries) renders."""
     metrics_app = make_wsgi_app(registry)
+    others = runtime if runtime is not None else CollectorRegistry()
+
+    def metrics(environ: dict[str, Any], start_response: StartResponse) -> Iterable[bytes]:
+        if collector is None or not _wants_text(environ):
+            return metrics_app(environ, start_response)
+        ours = collector.exposition()
+        extra = generate_latest(others)
+        headers = [("Content-Type", CONTENT_TYPE_PLAIN_0_0_4)]
+        if gzip_accepted(environ.get("HTTP_ACCEPT_ENCODING", "")):
+            # Two gzip members in a row are one valid gzip stream (RFC 1952, section 2.2).
+            body = [ours.gzipped, gzip.compress(extra, compresslevel=1, mtime=0)]
+            headers.append(("Content-Encoding", "gzip"))
+            headers.append(("Content-Length", str(sum(len(b) for b in body))))
+            start_response("200 OK", headers)
+            return body
+        headers.append(("Content-Length", str(ours.size + len(extra))))
+        start_response("200 OK", headers)
+        return itertools.chain(gunzip_chunks(ours.gzipped), (extra,))
     landing = _landing()
     not_ready = _json({"error": "no snapshot yet: the first refresh has not finished"})
 
@@ -66,7 +113,7 @@ def make_app(registry: CollectorRegistry, current: Callable[[], Snapshot | None]
             return _send(start_response, "405 Method Not Allowed", b"use GET\n", "text/plain",
                          [("Allow", "GET")])
         if path == "/metrics":
-            return metrics_app(environ, start_response)
+            return metrics(environ, start_response)
         if path == "/":
             return _send(start_response, "200 OK", landing, "text/html; charset=utf-8")
         if path == "/-/healthy":

@@ -7,16 +7,21 @@ A scrape or an API request only reads a Snapshot; it never computes anything. Th
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field, replace
 from enum import StrEnum
 from typing import Any
 
+from preshift.assess import PARTS, Assessment
 from preshift.config import Config
 from preshift.model import Footprint, Node, NodeLabels, Replica
 from preshift.sense.ports import FailureCounts, SignalStats
 
-STAGES: tuple[str, ...] = ("inventory", "signals", "failures")
+from .document import assessment_sections
+
+STAGES: tuple[str, ...] = ("inventory", "signals", "failures", "assess")
+#: Parts of the assess stage, timed separately (in the stage duration metric only).
+ASSESS_PARTS: tuple[str, ...] = tuple(f"assess_{p}" for p in PARTS)
 SOURCES: tuple[str, ...] = ("docker", "prometheus")
 #: The version of the /api/v1/footprint document; bump it on an incompatible change.
 API_VERSION = 1
@@ -94,6 +99,12 @@ class Snapshot:
     # False while the failure counters wait for their restore from Prometheus: exporting
     # them then would show the restored baseline as a jump (a burst of phantom failures).
     failures_restored: bool = True
+    # The last good assessment (None before the first); when the assess stage is not OK it
+    # is older than this snapshot and served as stale: its plan is never recomputed from
+    # stale inputs (see docs/assess.md).
+    assessment: Assessment | None = None
+    assess_timings: Mapping[str, float] = field(default_factory=dict)  # ASSESS_PARTS -> s
+    risk_tolerance: float = 0.2
     footprint_json: bytes = field(default=b"", repr=False)
 
     @property
@@ -108,8 +119,48 @@ class Snapshot:
 
     def with_json(self) -> Snapshot:
         """A copy carrying its pre-rendered /api/v1/footprint body."""
-        body = json.dumps(footprint_document(self), separators=(",", ":")).encode() + b"\n"
+        body = "".join(json_chunks(footprint_document(self))).encode() + b"\n"
         return replace(self, footprint_json=body)
+
+
+def json_chunks(value: Any, chunk: int = 2000) -> Iterator[str]:
+    """Compact JSON of `value`, in pieces: a dict or list of more than `chunk` entries is
+    encoded `chunk` entries at a time. json.dumps holds the GIL for a whole call (0.2 s for
+    the document at 10,000 components), which would stall a scrape served meanwhile."""
+    def dumps(v: Any) -> str:
+        return json.dumps(v, separators=(",", ":"))
+
+    def big(v: Any) -> bool:
+        return isinstance(v, dict | list) and len(v) > chunk
+
+    def heavy(v: Any) -> bool:  # holds a big container somewhere
+        if isinstance(v, dict):
+            return big(v) or any(map(heavy, v.values()))
+        return isinstance(v, list) and (big(v) or any(map(heavy, v)))
+
+    if isinstance(value, dict) and heavy(value):
+        yield "{"
+        if big(value):
+            items = list(value.items())
+            for i in range(0, len(items), chunk):
+                yield ("," if i else "") + dumps(dict(items[i:i + chunk]))[1:-1]
+        else:
+            for i, (k, v) in enumerate(value.items()):
+                yield ("," if i else "") + dumps(k) + ":"
+                yield from json_chunks(v, chunk)
+        yield "}"
+    elif isinstance(value, list) and heavy(value):
+        yield "["
+        if big(value):
+            for i in range(0, len(value), chunk):
+                yield ("," if i else "") + dumps(value[i:i + chunk])[1:-1]
+        else:
+            for i, v in enumerate(value):
+                yield ("," if i else "")
+                yield from json_chunks(v, chunk)
+        yield "]"
+    else:
+        yield dumps(value)
 
 
 def footprint_document(snap: Snapshot) -> dict[str, Any]:
@@ -149,6 +200,7 @@ def footprint_document(snap: Snapshot) -> dict[str, Any]:
         "stale": snap.stale,
         "nodes": nodes,
         "components": components,
+        **assessment_sections(snap.assessment, snap.stages["assess"].stale),
         "errors": {
             "stages": {name: snap.stages[name].error for name in STAGES},
             "nodes": dict(sorted(snap.node_errors.items())),

@@ -13,6 +13,7 @@ from typing import Any
 
 import numpy as np
 
+from preshift.assess import Assessor
 from preshift.config import Config, parse_config
 from preshift.model import FailureEvent, Footprint, Node, NodeLabels, Replica
 from preshift.sense.ports import FailureCounts, InventoryResult, SeriesKey, SignalStats
@@ -137,11 +138,17 @@ class FakeWatcher:
 
 
 def sample_signals(now: float, points: int = 30) -> FakeSignals:
-    """node_load on every node and memory_pressure of two containers, `points` points each."""
+    """node_load and temperature on every node, memory_pressure of two containers, `points`
+    points each, a minute apart. n1's temperature climbs toward its limit (85 °C): it is the
+    risky node, so its replicas score lower and the plan moves them."""
     ts = np.arange(points, dtype=float) * 60 + (now - points * 60)
     held: dict[SeriesKey, tuple[np.ndarray, np.ndarray]] = {
         ("node_load", n): (ts, np.full(points, 0.5)) for n, _, _ in SAMPLE_NODES
     }
+    wobble = 0.3 * np.sin(np.arange(points))
+    for n, _, _ in SAMPLE_NODES:
+        held[("temperature", n)] = (ts, 50.0 + wobble)
+    held[("temperature", "n1")] = (ts, 84.0 - 0.8 * np.arange(points)[::-1] + wobble)
     held[("memory_pressure", "web-1")] = (ts, np.full(points, 0.4))
     held[("memory_pressure", "db-1")] = (ts, np.full(points, 0.7))
     stats = SignalStats(series=len(held), points=len(held) * points, fetched=len(held))
@@ -158,6 +165,13 @@ def sample_snapshot(now: float, down: Iterable[str] = ("n3",)) -> Snapshot:
         sample_signals(now),
         FakeFailures(sample_failures(now)),
         clock=lambda: now,
+        assessor=sample_assessor(sample_config()),
     )
     loop.refresh_once()
     return loop.refresh_once()
+
+
+def sample_assessor(config: Config, **options: Any) -> Assessor:
+    """An Assessor that never imports statsforecast: every series keeps the fallback model
+    (fit budget 0), which is what every series has until its first fit anyway."""
+    return Assessor(config, **{"fit_budget_per_refresh": 0, **options})

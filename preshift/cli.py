@@ -18,6 +18,9 @@ SUBCOMMANDS: dict[str, tuple[str, str]] = {
     "simulate": ("preshift.simulator.cli", "simulate_command"),
     "exporter": ("exporter.cli", "exporter_command"),
     "demo": ("preshift.demo", "demo_command"),
+    "backtest": ("preshift.backtest_cli", "backtest_command"),
+    "plan": ("preshift.plan_cli", "plan_command"),
+    "explain": ("preshift.plan_cli", "explain_command"),
 }
 
 
@@ -41,7 +44,7 @@ def cli() -> None:
 def main(argv: list[str] | None = None) -> int:
     """Entry point: errors Preshift raises on purpose become one clear message and exit 2."""
     try:
-        cli.main(args=argv, prog_name="preshift", standalone_mode=False)
+        rv = cli.main(args=argv, prog_name="preshift", standalone_mode=False)
     except click.exceptions.Abort:
         click.echo("aborted", err=True)
         return 130
@@ -51,7 +54,7 @@ def main(argv: list[str] | None = None) -> int:
     except PreshiftError as exc:
         click.echo(f"error: {exc}", err=True)
         return 2
-    return 0
+    return rv if isinstance(rv, int) else 0  # ctx.exit(n) comes back as n
 
 
 if __name__ == "__main__":

@@ -11,8 +11,9 @@ the entity is the value of `signal.node_label` (scope node) or `signal.component
 
 The published mapping is rebuilt on each refresh and never mutated afterwards, so a reader
 on another thread always sees one consistent refresh. Unchanged series keep their arrays
-(no copy); arrays are read-only. `refresh()` itself is meant for one thread (the refresh
-loop). Values are kept as Prometheus gives them, NaN included (e.g. 0/0 in a ratio).
+(no copy); arrays are read-only, and series with the same timestamps share one array.
+`refresh()` itself is meant for one thread (the refresh loop). Values are kept as
+Prometheus gives them, NaN included (e.g. 0/0 in a ratio).
 """
 
 from __future__ import annotations
@@ -76,6 +77,7 @@ class SignalHistory:
         new: dict[SeriesKey, Arrays] = {}
         errors: dict[str, str] = {}
         fetched = 0
+        grids: dict[tuple[float, float, int], np.ndarray] = {}
         for sig in self.signals:
             held = held_by_signal.get(sig.name, {})
             last = self._fetched_until[sig.name]
@@ -99,7 +101,7 @@ class SignalHistory:
                                          window_start)
                 fetched += added
                 if len(ts):  # an entity with no point left in the window is dropped
-                    new[(sig.name, entity)] = (ts, vals)
+                    new[(sig.name, entity)] = (_shared(grids, ts) if added else ts, vals)
         self._series = MappingProxyType(new)
         return SignalStats(
             series=len(new),
@@ -115,6 +117,17 @@ class SignalHistory:
     def latest(self) -> dict[SeriesKey, tuple[float, float]]:
         """The newest (timestamp, value) of every held series."""
         return {k: (float(ts[-1]), float(v[-1])) for k, (ts, v) in self._series.items()}
+
+
+def _shared(grids: dict[tuple[float, float, int], np.ndarray], ts: np.ndarray) -> np.ndarray:
+    """One array for every series with the same timestamps: on the common grid most series
+    have exactly the same ones, which halves the history's memory."""
+    key = (float(ts[0]), float(ts[-1]), len(ts))
+    seen = grids.get(key)
+    if seen is not None and (seen is ts or np.array_equal(seen, ts)):
+        return seen
+    grids.setdefault(key, ts)
+    return ts
 
 
 def _merge(

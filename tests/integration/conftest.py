@@ -60,6 +60,7 @@ def exporter_config(testbed: Testbed) -> dict[str, Any]:
     cfg = testbed.exporter_config()
     cfg.update(
         refresh_interval="1s",
+        horizon="60s",  # with 1 s steps: 60 forecast steps, as the benchmark's horizon
         services={"web": {"min_available": 2}, "api": {"depends_on": ["web"]}},
         docker={"timeout": "3s"},
         exporter={"listen": EXPORTER},

@@ -29,7 +29,22 @@ def test_metrics_doc_names_every_metric() -> None:
 def _skeleton(doc: dict[str, Any]) -> dict[str, Any]:
     """Field names at every fixed-key level, and the types of leaf values."""
     component = next(iter(doc["components"].values()))
+    scores, plan, forecasts = doc["scores"], doc["plan"], doc["forecasts"]
+    signal = next(s for s in forecasts["signals"].values() if s["series"])
+    series = next(iter(signal["series"].values()))
     return {
+        "scores": sorted(scores),
+        "score_replica": {k: type(v).__name__ for k, v in scores["replicas"][0].items()},
+        "score_factors": sorted(scores["replicas"][0]["factors"]),
+        "score_node": sorted(next(iter(scores["nodes"].values()))),
+        "plan": {k: type(v).__name__ for k, v in plan.items()},
+        "plan_entry": sorted(plan["entries"][0]),
+        "plan_held": sorted(plan["held"][0]),
+        "forecasts": sorted(forecasts),
+        "signal": sorted(signal),
+        "quality": sorted(signal["quality"]),
+        "series": sorted(series),
+        "bands": [len(series["lower"]), len(series["upper"])],
         "top": sorted(doc),
         "node": {k: type(v).__name__ for k, v in doc["nodes"][0].items()},
         "component": sorted(component),

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import re
 import shutil
 import subprocess
@@ -9,7 +10,9 @@ import subprocess
 import pytest
 from prometheus_client import CollectorRegistry, generate_latest
 
-from exporter.collector import SnapshotCollector, build_registry
+from exporter import metrics
+from exporter.collector import SnapshotCollector, _Fixed, build_registry
+from exporter.exposition import render_text
 from exporter.metrics import METRICS, TARGET_LABELS, families_from
 from exporter.snapshot import Snapshot
 from exporter.testing import sample_snapshot
@@ -63,19 +66,50 @@ def test_samples_of_a_realistic_snapshot() -> None:
     assert v("preshift_failures_last_event_timestamp_seconds") == NOW - 60
     assert v("preshift_signal_series", {"signal": "node_load"}) == 3
     assert v("preshift_signal_points", {"signal": "node_load"}) == 90
-    assert v("preshift_signal_series", {"signal": "temperature"}) == 0  # configured, no data
-    assert v("preshift_signal_up", {"signal": "temperature"}) == 1
+    # configured, no data
+    assert v("preshift_signal_series", {"signal": "voltage_deviation"}) == 0
+    assert v("preshift_signal_up", {"signal": "voltage_deviation"}) == 1
     assert v("preshift_last_success_timestamp_seconds") == NOW
     assert v("preshift_refresh_stage_last_success_timestamp_seconds",
              {"stage": "signals"}) == NOW
     assert v("preshift_refresh_duration_seconds") >= 0
 
 
+#: Absent from the realistic snapshot for a documented reason: no series has been scored
+#: for long enough to have a forecast error yet.
+ABSENT_FOR_NOW = {"preshift_forecast_error_ratio"}
+
+
 def test_every_family_of_the_table_is_exported_and_nothing_else() -> None:
     families = families_from(realistic_snapshot())
     exposed = {f.name + ("_total" if f.type == "counter" else "") for f in families}
-    assert exposed == {m.name for m in METRICS}
+    assert exposed == {m.name for m in METRICS} - ABSENT_FOR_NOW
     assert all(f.samples for f in families)
+
+
+def test_the_pre_rendered_text_is_what_prometheus_client_writes() -> None:
+    snap = realistic_snapshot()
+    # a label value that needs every escape of the text format
+    odd = dataclasses.replace(snap, components=(*snap.components, 'we"ird\\comp\nx'))
+    for s in (snap, odd):
+        assert render_text(s) == generate_latest(_Fixed(families_from(s)))  # type: ignore[arg-type]
+    collector = SnapshotCollector(15)
+    collector.update(snap)
+    assert collector.exposition().text == render_text(snap)
+    assert collector.exposition().size == len(render_text(snap))
+
+
+def test_replicas_are_zero_filled_on_every_node_up_to_a_limit(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    reg = registry_for(realistic_snapshot())
+    assert reg.get_sample_value("preshift_replicas", {"component": "db", "node": "n1"}) == 0
+    monkeypatch.setattr(metrics, "ZERO_FILL_PAIRS", 1)  # 4 components × 3 nodes is "many"
+    reg = registry_for(realistic_snapshot())
+    v = reg.get_sample_value
+    assert v("preshift_replicas", {"component": "db", "node": "n1"}) is None  # never seen there
+    assert v("preshift_replicas", {"component": "db", "node": "n3"}) == 1
+    assert v("preshift_replicas", {"component": "web", "node": "n3"}) == 0  # exited replica seen
 
 
 def test_table_follows_the_naming_rules() -> None:
@@ -94,7 +128,7 @@ def test_help_states_the_interval_and_no_sample_has_a_timestamp() -> None:
         assert all(s.timestamp is None for s in family.samples)
 
 
-def test_collect_does_no_work_and_returns_the_swapped_list() -> None:
+def test_collect_builds_the_families_at_most_once_per_snapshot() -> None:
     collector = SnapshotCollector(15)
     first = collector.collect()
     assert first is collector.collect()  # no rebuilding on scrape

@@ -61,7 +61,8 @@ def test_all_fresh() -> None:
     assert not snap.stale and snap.up
     assert all(o.status is Status.OK for o in snap.stages.values())
     assert snap.sources_up == {"docker": True, "prometheus": True}
-    assert snap.errors_total == {"inventory": 0, "signals": 0, "failures": 0}
+    assert snap.errors_total == {"inventory": 0, "signals": 0, "failures": 0, "assess": 0}
+    assert snap.assessment is not None and snap.assessment.taken_at == NOW
     assert loop.current() is snap
 
 
@@ -85,10 +86,14 @@ def test_a_failing_stage_keeps_the_last_good_data_and_is_counted(
     assert snap.failures is good.failures or stage != "failures"
     assert snap.signal_points == good.signal_points
     assert snap.taken_at == NOW + 30  # published anyway
+    # Without Docker or Prometheus the assess stage keeps its last good plan (stale inputs).
+    blind = stage in ("inventory", "signals")
+    assert (snap.assessment is good.assessment) == blind
+    assert snap.stages["assess"].status is (Status.FAILED if blind else Status.OK)
     # other stages stayed fresh
-    assert all(o.status is Status.OK for s, o in snap.stages.items() if s != stage)
+    assert all(o.status is Status.OK for s, o in snap.stages.items() if s not in (stage, "assess"))
     warnings = [r for r in caplog.records if r.levelno == logging.WARNING]
-    assert len(warnings) == 1 and warnings[0].exc_info is None  # once, no traceback
+    assert len(warnings) == 1 + blind and warnings[0].exc_info is None  # once, no traceback
     assert metric(snap, "preshift_refresh_errors_total", {"stage": stage}) == 2
     assert metric(snap, "preshift_snapshot_stale") == 1
     # recovery
