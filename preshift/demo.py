@@ -19,6 +19,7 @@ from typing import Any
 
 import click
 import requests
+import yaml
 
 from .errors import TestbedError
 
@@ -42,6 +43,9 @@ QUERIES = [
      "sum by (component, rack, site) (preshift_replicas * on (node) group_left (rack, site) "
      "preshift_node_info)"),
     ("node temperatures (simulated)", "max by (node) (node_hwmon_temp_celsius)"),
+    ("lowest score per component", "component:preshift_health_projection_score:min"),
+    ("score factors of n2's replicas", 'preshift_failure_probability_ratio{node="n2"}'),
+    ("discrepancy past threshold", "component:preshift_discrepancy_excess:ratio"),
     ("failure history", "preshift_component_failures_total"),
     ("exporter health", "preshift_source_up"),
 ]
@@ -80,10 +84,19 @@ def _status_line(exporter_url: str, prom_url: str) -> str:
         fp = requests.get(f"{exporter_url}/api/v1/footprint", timeout=2).json()
     except (requests.RequestException, ValueError):
         return "exporter: no answer"
-    placed = []
-    for comp, info in sorted(fp.get("components", {}).items()):
-        nodes = ",".join(f"{n}:{c}" for n, c in sorted(info.get("running_by_node", {}).items()))
-        placed.append(f"{comp}[{nodes}]")
+    scores = (fp.get("scores") or {}).get("nodes") or {}
+    plan = fp.get("plan") or {}
+    hps = " ".join(
+        f"{n}={v['hps']:.0f}" for n, v in sorted(scores.items()) if v.get("hps") is not None
+    ) or "(no evidence yet)"
+    disc = " ".join(
+        f"{c}={v:.2f}/{plan.get('threshold', {}).get(c, 0):.2f}"
+        for c, v in sorted((plan.get("discrepancy") or {}).items())
+    )
+    moves = "; ".join(
+        f"{e['action']} {e['replica'] or e['component']} {e['from_node'] or '-'}→{e['to_node']}"
+        for e in plan.get("entries", [])[:3]
+    ) or "none"
     try:
         r = requests.get(
             f"{prom_url}/api/v1/query", timeout=2,
@@ -93,18 +106,19 @@ def _status_line(exporter_url: str, prom_url: str) -> str:
             f"{s['metric']['node']}={float(s['value'][1]):.0f}°C"
             for s in sorted(r, key=lambda s: s["metric"]["node"])
         )
-        f = requests.get(
-            f"{prom_url}/api/v1/query", timeout=2,
-            params={"query": "sum(preshift_component_failures_total)"},
-        ).json()["data"]["result"]
-        failures = f"{float(f[0]['value'][1]):.0f}" if f else "0"
+        al = requests.get(f"{prom_url}/api/v1/alerts", timeout=2).json()["data"]["alerts"]
+        alert = ",".join(
+            f"{a['labels']['alertname']}[{a['labels'].get('component', '')}]={a['state']}"
+            for a in al if a["labels"].get("alertname", "").startswith("PreshiftFootprint")
+        ) or "none"
     except (requests.RequestException, ValueError, KeyError):
-        temps, failures = "prometheus: no answer", "?"
+        temps, alert = "prometheus: no answer", "?"
     unreachable = [n["name"] for n in fp.get("nodes", []) if not n.get("reachable")]
     return (
-        f"{time.strftime('%H:%M:%S')}  {' '.join(placed)}  temp {temps}  failures {failures}"
-        + (f"  UNREACHABLE {','.join(unreachable)}" if unreachable else "")
-        + ("  (stale)" if fp.get("stale") else "")
+        f"{time.strftime('%H:%M:%S')}  temp {temps} | node HPS {hps} | discrepancy/threshold "
+        f"{disc or '-'} | plan: {moves} | alert: {alert}"
+        + (f" | UNREACHABLE {','.join(unreachable)}" if unreachable else "")
+        + (" | (stale)" if fp.get("stale") else "")
     )
 
 
@@ -147,7 +161,12 @@ def demo_command(scenario: Path, duration: float, every: float) -> None:
                 IMAGE, cmd or HTTPD, name=name, detach=True, init=True,
                 labels={"preshift.service": comp}, restart_policy=restart,
             )
-        cfg_path = tb.write_exporter_config(logs / "exporter.yaml")
+        cfg = tb.exporter_config()
+        # A short step and horizon so the demo's few minutes hold enough points to forecast.
+        cfg.update(refresh_interval="5s", horizon="5m")
+        cfg["prometheus"].update(step="5s", history="1h")
+        cfg_path = logs / "exporter.yaml"
+        cfg_path.write_text(yaml.safe_dump(cfg, sort_keys=False))
         exp = _spawn(
             [sys.executable, "-m", "preshift.cli", "exporter", "--config", str(cfg_path)],
             logs / "exporter.log",
