@@ -4,8 +4,8 @@ in network namespaces, prefix "ts", subnet 198.18.11, so other suites can run al
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Iterator
-from typing import Any, TypeVar
+from collections.abc import Iterator
+from typing import Any
 
 import pytest
 
@@ -16,19 +16,9 @@ from preshift.sense.events import FailureWatcher
 from preshift.sense.failures import FailureLedger
 from preshift.testbed import IMAGE, Testbed, TestbedSpec
 
+from .stack import wait_for
+
 pytestmark = pytest.mark.integration
-T = TypeVar("T")
-
-
-def wait_for(fn: Callable[[], T], timeout: float, what: str) -> T:
-    deadline = time.monotonic() + timeout
-    last: Any = None
-    while time.monotonic() < deadline:
-        last = fn()
-        if last:
-            return last
-        time.sleep(0.1)
-    raise AssertionError(f"timed out after {timeout:g} s waiting for {what}; last: {last!r}")
 
 
 @pytest.fixture(scope="module")

@@ -8,10 +8,10 @@ import math
 import socket
 import subprocess
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
 import numpy as np
 import pytest
@@ -24,30 +24,16 @@ from preshift.sense.ports import RangeSeries
 from preshift.sense.prometheus import MAX_POINTS, PrometheusClient
 from preshift.sense.signals import SignalHistory
 
+from .stack import wait_for
+
 pytestmark = pytest.mark.integration
 PROMETHEUS = "/usr/bin/prometheus"
-T = TypeVar("T")
 
 
 def _free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
-
-
-def wait_for(fn: Callable[[], T], timeout: float, what: str) -> T:
-    deadline = time.monotonic() + timeout
-    last: Any = None
-    while time.monotonic() < deadline:
-        try:
-            last = fn()
-        except Exception as exc:  # not up yet
-            last = exc
-        else:
-            if last:
-                return last
-        time.sleep(0.2)
-    raise AssertionError(f"timed out after {timeout:g} s waiting for {what}; last: {last!r}")
 
 
 @dataclass

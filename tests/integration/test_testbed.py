@@ -14,7 +14,7 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 
 import docker
@@ -30,6 +30,8 @@ from preshift.testbed import IMAGE, Testbed, TestbedSpec
 from preshift.testbed import cli as testbed_cli
 from preshift.testbed.procs import State
 
+from .stack import wait_for
+
 pytestmark = pytest.mark.integration
 
 SPEC = TestbedSpec(
@@ -40,21 +42,6 @@ SPEC = TestbedSpec(
 HTTPD = ["httpd", "-f", "-p", "80", "-h", "/www"]
 FETCH = ("import sys, urllib.request; "
          "print(urllib.request.urlopen(sys.argv[1], timeout=3).read().decode())")
-
-
-def wait_for(check: Callable[[], object], timeout: float, what: str) -> object:
-    """Poll `check` until it returns something truthy (bounded in time)."""
-    deadline = time.monotonic() + timeout
-    while True:
-        try:
-            result = check()
-        except (OSError, requests.RequestException, docker.errors.DockerException):
-            result = None
-        if result:
-            return result
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout} s waiting for {what}")
-        time.sleep(0.1)
 
 
 def run(argv: list[str], timeout: float = 15) -> subprocess.CompletedProcess[str]:
