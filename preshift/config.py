@@ -17,6 +17,7 @@ from typing import Annotated, Any, Literal
 
 import yaml
 from pydantic import (
+    AfterValidator,
     BaseModel,
     BeforeValidator,
     ConfigDict,
@@ -34,6 +35,15 @@ ENV_PREFIX = "PRESHIFT_"
 ENV_NOT_OVERRIDES = frozenset({"PRESHIFT_CONFIG"})
 
 Duration = Annotated[float, BeforeValidator(parse_duration)]
+
+
+def _positive(v: float) -> float:
+    if v <= 0:
+        raise ValueError("must be greater than 0")
+    return v
+
+
+PositiveDuration = Annotated[Duration, AfterValidator(_positive)]
 Name = Annotated[str, Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}$")]
 SignalName = Annotated[str, Field(pattern=r"^[a-z][a-z0-9_]{0,62}$")]
 
@@ -93,8 +103,8 @@ class SignalConfig(_Frozen):
 
 class PrometheusConfig(_Frozen):
     url: str = "http://127.0.0.1:9090"
-    timeout: Duration = 10.0
-    step: Duration = Field(60.0, description="resolution of query_range")
+    timeout: PositiveDuration = 10.0
+    step: PositiveDuration = Field(60.0, description="resolution of query_range")
     history: Duration = Field(86400.0, description="how much history each signal keeps")
     bearer_token_file: Path | None = None
 
@@ -104,13 +114,6 @@ class PrometheusConfig(_Frozen):
         if not re.match(r"^https?://[^\s/]+(/\S*)?$", v):
             raise ValueError("must be an http:// or https:// URL, e.g. http://127.0.0.1:9090")
         return v.rstrip("/")
-
-    @field_validator("step", "timeout")
-    @classmethod
-    def _positive(cls, v: float) -> float:
-        if v <= 0:
-            raise ValueError("must be greater than 0")
-        return v
 
 
 class DockerConfig(_Frozen):
@@ -165,18 +168,11 @@ class Config(_Frozen):
         description="largest projected failure probability a placement may carry; "
         "higher = fewer moves",
     )
-    horizon: Duration = 1800.0
-    refresh_interval: Duration = 15.0
+    horizon: PositiveDuration = 1800.0
+    refresh_interval: PositiveDuration = 15.0
     prometheus: PrometheusConfig = PrometheusConfig()
     docker: DockerConfig = DockerConfig()
     exporter: ExporterConfig = ExporterConfig()
-
-    @field_validator("horizon", "refresh_interval")
-    @classmethod
-    def _positive(cls, v: float) -> float:
-        if v <= 0:
-            raise ValueError("must be greater than 0")
-        return v
 
     @model_validator(mode="after")
     def _cross_checks(self) -> Config:
