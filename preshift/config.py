@@ -32,7 +32,9 @@ from .errors import ConfigError
 
 ENV_PREFIX = "PRESHIFT_"
 #: Variables with the prefix that are not overrides (they configure other parts).
-ENV_NOT_OVERRIDES = frozenset({"PRESHIFT_CONFIG"})
+ENV_NOT_OVERRIDES = frozenset({
+    "PRESHIFT_CONFIG", "PRESHIFT_WEBHOOK_TOKEN", "PRESHIFT_WEBHOOK_PASSWORD",
+})
 
 Duration = Annotated[float, BeforeValidator(parse_duration)]
 
@@ -44,6 +46,21 @@ def _positive(v: float) -> float:
 
 
 PositiveDuration = Annotated[Duration, AfterValidator(_positive)]
+
+
+def _host_port(v: str, example: str) -> str:
+    host, sep, port = v.rpartition(":")
+    if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
+        raise ValueError(f"must be HOST:PORT, e.g. {example}")
+    return v
+
+
+def _http_url(v: str, example: str) -> str:
+    if not re.match(r"^https?://[^\s/]+(/\S*)?$", v):
+        raise ValueError(f"must be an http:// or https:// URL, e.g. {example}")
+    return v.rstrip("/")
+
+
 Name = Annotated[str, Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}$")]
 SignalName = Annotated[str, Field(pattern=r"^[a-z][a-z0-9_]{0,62}$")]
 
@@ -67,6 +84,10 @@ class NodeConfig(_Frozen):
     name: Name
     url: str = Field(description="Docker engine URL: unix:///path.sock or tcp://host:port")
     labels: NodeLabels = NodeLabels()
+    address: str | None = Field(
+        None, description="IP where containers' published ports are reached (traffic goes "
+        "there); default: the host of a tcp:// URL, else the HostIp of the source's ports",
+    )
 
     @field_validator("url")
     @classmethod
@@ -111,9 +132,7 @@ class PrometheusConfig(_Frozen):
     @field_validator("url")
     @classmethod
     def _http(cls, v: str) -> str:
-        if not re.match(r"^https?://[^\s/]+(/\S*)?$", v):
-            raise ValueError("must be an http:// or https:// URL, e.g. http://127.0.0.1:9090")
-        return v.rstrip("/")
+        return _http_url(v, "http://127.0.0.1:9090")
 
 
 class DockerConfig(_Frozen):
@@ -127,9 +146,105 @@ class ExporterConfig(_Frozen):
     @field_validator("listen")
     @classmethod
     def _hostport(cls, v: str) -> str:
-        host, sep, port = v.rpartition(":")
-        if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
-            raise ValueError("must be HOST:PORT, e.g. 127.0.0.1:9731 or 0.0.0.0:9731")
+        return _host_port(v, "127.0.0.1:9731 or 0.0.0.0:9731")
+
+
+class WebhookConfig(_Frozen):
+    """The webhook that receives Alertmanager's notifications (docs/webhook.md).
+
+    Authentication: a bearer token from $PRESHIFT_WEBHOOK_TOKEN or `token_file`, and/or basic
+    auth `basic_user` with the password from $PRESHIFT_WEBHOOK_PASSWORD or
+    `basic_password_file`. Without any, the webhook refuses to start unless
+    `allow_unauthenticated` is true.
+    """
+
+    listen: str = "127.0.0.1:9733"
+    journal: Path = Field(Path("preshift-journal.sqlite3"), description="SQLite journal file")
+    exporter_url: str = Field("http://127.0.0.1:9731", description="where the plan is read")
+    max_body: int = Field(1 << 20, ge=1024, le=64 << 20, description="largest payload, bytes")
+    token_file: Path | None = None
+    basic_user: str | None = None
+    basic_password_file: Path | None = None
+    allow_unauthenticated: bool = False
+    tick: PositiveDuration = Field(0.25, description="how often the executor advances")
+
+    @field_validator("listen")
+    @classmethod
+    def _listen(cls, v: str) -> str:
+        return _host_port(v, "127.0.0.1:9733 or 0.0.0.0:9733")
+
+    @field_validator("exporter_url")
+    @classmethod
+    def _exporter(cls, v: str) -> str:
+        return _http_url(v, "http://127.0.0.1:9731")
+
+
+class TrafficConfig(_Frozen):
+    """The traffic layer the executor shifts weights in: HAProxy's runtime API, or none
+    (then a migration starts, checks and promotes without a gradual shift)."""
+
+    kind: Literal["haproxy", "none"] = "none"
+    socket: Path | None = Field(None, description="HAProxy admin socket (stats socket level admin)")
+    backends: dict[Name, Name] = Field(
+        {}, description="component -> HAProxy backend; its servers are named after containers",
+    )
+    timeout: PositiveDuration = 2.0
+
+    @model_validator(mode="after")
+    def _socket_needed(self) -> TrafficConfig:
+        if self.kind == "haproxy" and self.socket is None:
+            raise ValueError("kind haproxy needs socket: the path of HAProxy's admin socket")
+        return self
+
+
+class AnalysisConfig(_Frozen):
+    """Checks at every weight step (docs/webhook.md, "Analysis")."""
+
+    max_error_ratio: float = Field(
+        0.01, ge=0, le=1, description="failure budget: failed / total requests to the canary",
+    )
+    min_requests: int = Field(
+        1, ge=0, description="fewer requests in a step = no data: hold, do not pass",
+    )
+    failed_checks: int = Field(2, ge=1, le=100, description="failed checks before rollback")
+    query: str | None = Field(
+        None, description="optional PromQL returning one number; {component} and {canary} "
+        "are replaced",
+    )
+    query_max: float | None = Field(None, description="the query's value must stay ≤ this")
+
+
+class MigrationConfig(_Frozen):
+    """How the webhook migrates replicas, and the limits it respects (docs/webhook.md)."""
+
+    dry_run: bool = Field(False, description="journal the plans, change nothing")
+    require_approval: bool = Field(False, description="wait for approve before traffic moves")
+    step_weights: tuple[Annotated[int, Field(ge=1, le=100)], ...] = (10, 25, 50, 75, 100)
+    step_interval: PositiveDuration = 2.0
+    health_timeout: PositiveDuration = 30.0
+    health_path: str | None = Field(
+        None, description="HTTP path probed on the new instance when it has no healthcheck",
+    )
+    drain_timeout: PositiveDuration = 30.0
+    progress_deadline: PositiveDuration = Field(
+        120.0, description="a phase that makes no progress this long rolls back",
+    )
+    standby_ttl: Duration = Field(
+        600.0, description="decommission the standby once the new instance stayed healthy "
+        "this long; if the new one fails before, the standby is restored",
+    )
+    analysis: AnalysisConfig = AnalysisConfig()
+    max_concurrent: int = Field(1, ge=1, le=100)
+    cooldown: Duration = Field(300.0, description="per service, after a migration ends")
+    max_moves_per_node_per_hour: int = Field(6, ge=0, le=10_000)
+    move_stateful: bool = False
+
+    @field_validator("step_weights")
+    @classmethod
+    def _increasing(cls, v: tuple[int, ...]) -> tuple[int, ...]:
+        if not v or list(v) != sorted(set(v)) or v[-1] != 100:
+            raise ValueError("must be strictly increasing canary percentages ending at 100, "
+                             "e.g. [10, 25, 50, 100]")
         return v
 
 
@@ -173,6 +288,9 @@ class Config(_Frozen):
     prometheus: PrometheusConfig = PrometheusConfig()
     docker: DockerConfig = DockerConfig()
     exporter: ExporterConfig = ExporterConfig()
+    webhook: WebhookConfig = WebhookConfig()
+    traffic: TrafficConfig = TrafficConfig()
+    migration: MigrationConfig = MigrationConfig()
 
     @model_validator(mode="after")
     def _cross_checks(self) -> Config:

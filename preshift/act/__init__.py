@@ -1,0 +1,1 @@
+"""Act: the migration engine (phases, journal, executor) and its adapters."""
