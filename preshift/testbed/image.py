@@ -23,9 +23,18 @@ IMAGE_CHANGES = ('CMD ["httpd", "-f", "-p", "80", "-h", "/www"]',)
 
 # A slow endpoint for drain tests; $NODE comes from the container's environment.
 SLOW_CGI = b"#!/bin/sh\necho Content-Type: text/plain\necho\nsleep 0.2\necho $NODE\n"
+# An endpoint tests can make fail inside ONE container: 503 while /tmp/fail exists there
+# (`docker exec C touch /tmp/fail`); the body names the container (its hostname).
+APP_CGI = (
+    b"#!/bin/sh\nif [ -f /tmp/fail ]; then\n"
+    b"printf 'Status: 503 Service Unavailable\\r\\n"
+    b"Content-Type: text/plain\\r\\n\\r\\nfailing\\n'\n"
+    b"exit 0\nfi\nprintf 'Content-Type: text/plain\\r\\n\\r\\n'\nhostname\n"
+)
 FILES: dict[str, tuple[bytes, int]] = {
     "www/index.html": (b"preshift-box\n", 0o644),
     "www/cgi-bin/slow": (SLOW_CGI, 0o755),
+    "www/cgi-bin/app": (APP_CGI, 0o755),
     "etc/passwd": (b"root:x:0:0:root:/:/bin/sh\n", 0o644),
     "etc/group": (b"root:x:0:\n", 0o644),
 }

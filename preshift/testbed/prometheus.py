@@ -1,7 +1,8 @@
 """A real Prometheus for the testbed, with a generated configuration.
 
 Jobs: `preshift` scrapes the exporter; `node` scrapes the telemetry simulator once per node
-(same address, path /metrics/<node>, target label node=<node>).
+(same address, path /metrics/<node>, target label node=<node>). With `alertmanager_port`,
+alerts go to the testbed's Alertmanager on 127.0.0.1.
 """
 
 from __future__ import annotations
@@ -26,7 +27,7 @@ def prometheus_config(
 ) -> dict[str, Any]:
     """The configuration as a mapping; `rule_files` overrides the spec's list."""
     rules = spec.rule_files if rule_files is None else tuple(rule_files)
-    return {
+    cfg: dict[str, Any] = {
         "global": {
             "scrape_interval": "1s",
             # must not exceed the interval; Prometheus' default (10s) would be rejected
@@ -52,6 +53,13 @@ def prometheus_config(
             },
         ],
     }
+    if spec.alertmanager_port is not None:
+        # alerts of the loaded rules go to the testbed's Alertmanager (tb.start_alertmanager)
+        cfg["alerting"] = {"alertmanagers": [{
+            "api_version": "v2",
+            "static_configs": [{"targets": [f"127.0.0.1:{spec.alertmanager_port}"]}],
+        }]}
+    return cfg
 
 
 def write_config(spec: TestbedSpec, rule_files: Sequence[Path] | None = None) -> Path:

@@ -120,6 +120,8 @@ class TestbedSpec:
     exporter_address: str = "127.0.0.1:9731"
     simulator_address: str = "127.0.0.1:9732"
     rule_files: tuple[Path, ...] = field(default=())
+    #: Where the testbed's Alertmanager listens (127.0.0.1); Prometheus sends alerts there.
+    alertmanager_port: int | None = None
 
     def __post_init__(self) -> None:
         problems = []
@@ -134,6 +136,8 @@ class TestbedSpec:
             problems.append(f"subnet {self.subnet!r}: give the first three octets, e.g. 198.18.7")
         if not 1024 <= self.prometheus_port <= 65535:
             problems.append(f"prometheus_port {self.prometheus_port}: use 1024..65535")
+        if self.alertmanager_port is not None and not 1024 <= self.alertmanager_port <= 65535:
+            problems.append(f"alertmanager_port {self.alertmanager_port}: use 1024..65535")
         for name in ("exporter_address", "simulator_address"):
             host, sep, port = getattr(self, name).rpartition(":")
             if not sep or not host or not port.isdigit():
@@ -203,6 +207,35 @@ class TestbedSpec:
     def prometheus_url(self) -> str:
         return f"http://127.0.0.1:{self.prometheus_port}"
 
+    # HAProxy and Alertmanager (test equipment, started on demand)
+    @property
+    def haproxy_dir(self) -> Path:
+        return self.root / "haproxy"
+
+    @property
+    def haproxy_config(self) -> Path:
+        """HAProxy's -f file; its path in the cmdline marks the process as ours."""
+        return self.haproxy_dir / "haproxy.cfg"
+
+    @property
+    def haproxy_socket(self) -> Path:
+        return self.run / "haproxy.sock"
+
+    @property
+    def alertmanager_dir(self) -> Path:
+        return self.root / "alertmanager"
+
+    @property
+    def alertmanager_config(self) -> Path:
+        """Alertmanager's --config.file; its path in the cmdline marks the process as ours."""
+        return self.alertmanager_dir / "alertmanager.yml"
+
+    @property
+    def alertmanager_url(self) -> str | None:
+        if self.alertmanager_port is None:
+            return None
+        return f"http://127.0.0.1:{self.alertmanager_port}"
+
     # nodes
     def node(self, index: int) -> NodeSpec:
         """Node `index` (1-based): rack r{i}, site dc{ceil(i/2)}, host = node name."""
@@ -239,6 +272,7 @@ class TestbedSpec:
             "exporter_address": self.exporter_address,
             "simulator_address": self.simulator_address,
             "rule_files": [str(p) for p in self.rule_files],
+            "alertmanager_port": self.alertmanager_port,
         }
 
     @classmethod

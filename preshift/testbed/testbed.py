@@ -27,7 +27,9 @@ import docker.errors
 import yaml
 
 from ..errors import TestbedError
-from . import cleanup, engines, net, prometheus, swarm
+from . import alertmanager, cleanup, engines, haproxy, net, prometheus, swarm
+from .alertmanager import AlertmanagerHandle
+from .haproxy import Backend, HAProxyHandle
 from .image import IMAGE_CHANGES, build_rootfs_tar
 from .procs import DAEMON_ENV, State, in_node, parallel, stop
 from .spec import IMAGE, NodeSpec, TestbedSpec
@@ -308,13 +310,28 @@ class Testbed:
     def prometheus_url(self) -> str:
         return self.spec.prometheus_url
 
+    # ------------------------------------------------------------------ test equipment
+    def start_haproxy(
+        self, backends: Sequence[Backend], stats: str | None = None
+    ) -> HAProxyHandle:
+        """Start HAProxy (admin socket in the run dir, one loopback frontend per backend,
+        optional Prometheus stats on `stats`); replaces a running one. down() stops it."""
+        return haproxy.start(self.spec, backends, stats)
+
+    def start_alertmanager(
+        self, webhook_url: str, credentials_file: Path | None = None, **timing: str
+    ) -> AlertmanagerHandle:
+        """Start Alertmanager on 127.0.0.1:<alertmanager_port>, routing every alert to
+        `webhook_url` (bearer token from `credentials_file`); down() stops it."""
+        return alertmanager.start(self.spec, webhook_url, credentials_file, **timing)
+
     # ------------------------------------------------------------------ exporter config
     def exporter_config(self) -> dict[str, Any]:
         """Preshift configuration for an exporter watching this testbed."""
         return {
             "prometheus": {"url": self.spec.prometheus_url},
             "nodes": [
-                {"name": n.name, "url": n.socket_url,
+                {"name": n.name, "url": n.socket_url, "address": n.address,
                  "labels": {"host": n.host, "rack": n.rack, "site": n.site}}
                 for n in self.nodes
             ],
@@ -360,6 +377,9 @@ class Testbed:
             },
             "swarm": None,
         }
+        for role in (haproxy.ROLE, alertmanager.ROLE):
+            p = state.proc(role)
+            out[role] = {"pid": p.pid} if p and p.owned() else None
         first = self.nodes[0]
         if nodes[first.name]["reachable"]:
             with contextlib.suppress(docker.errors.DockerException):

@@ -5,6 +5,7 @@ Everything here talks only to 127.0.0.1 and to the testbed's own node addresses.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import socket
@@ -62,8 +63,10 @@ def by_label(result: list[dict[str, Any]], label: str) -> dict[str, float]:
 class Process:
     """A child process we started; stopped by its own PID only."""
 
-    def __init__(self, argv: list[str], log: Path, env: dict[str, str] | None = None) -> None:
+    def __init__(self, argv: list[str], log: Path, env: dict[str, str] | None = None,
+                 *, own_group: bool = False) -> None:
         self.argv, self.log, self.env = argv, log, env
+        self.own_group = own_group  # a new process group: kill_group() reaches its children
         self.proc: subprocess.Popen[bytes] | None = None
 
     def start(self) -> Process:
@@ -71,8 +74,17 @@ class Process:
             self.proc = subprocess.Popen(
                 self.argv, stdout=out, stderr=subprocess.STDOUT,
                 env={**os.environ, **(self.env or {})}, cwd=ROOT,
+                start_new_session=self.own_group,
             )
         return self
+
+    def kill_group(self) -> None:
+        """SIGKILL the process group this process leads (only with own_group: a group we
+        created, so nothing else is in it), then reap the leader."""
+        assert self.own_group and self.proc is not None
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(self.proc.pid, signal.SIGKILL)
+        self.proc.wait(10)
 
     def stop(self, sig: int = signal.SIGTERM, timeout: float = 15) -> int | None:
         if self.proc is None or self.proc.poll() is not None:
