@@ -21,7 +21,7 @@ import numpy as np
 import numpy.typing as npt
 
 from .config import Config, SignalConfig
-from .model import FailureEvent, Footprint
+from .model import SCALE_UP_LABEL, FailureEvent, Footprint
 from .plan import Plan, PlanSettings, make_plan
 from .score.forecast import Fitter, Forecaster, ModelKind, RefreshStats, SeriesBatch
 from .score.hps import (
@@ -37,9 +37,6 @@ FloatArray = npt.NDArray[np.float64]
 SeriesKey = tuple[str, str]  # (signal, node or container name), as in sense.ports
 #: Sub-stages of an assessment, timed separately.
 PARTS: tuple[str, ...] = ("forecast", "score", "plan")
-#: Container label (after the configured prefix and a dot) that the executor sets to "true" on
-#: replicas it starts as scale-ups: they are spares, not part of the intended replica count.
-SCALE_UP_LABEL = "scale-up"
 
 _EventId = tuple[float, str, str, str, str]
 

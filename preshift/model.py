@@ -7,6 +7,10 @@ from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import Literal
 
+#: Container label (after the configured prefix and a dot) that the executor sets to "true" on
+#: replicas it starts as scale-ups: they are spares, not part of the intended replica count.
+SCALE_UP_LABEL = "scale-up"
+
 FailureReason = Literal["exit_nonzero", "oom", "unhealthy", "restart_loop", "unreachable"]
 FAILURE_REASONS: tuple[FailureReason, ...] = (
     "exit_nonzero", "oom", "unhealthy", "restart_loop", "unreachable",

@@ -13,17 +13,30 @@ One `Journal` object per thread (sqlite3 connections are not shared across threa
 from __future__ import annotations
 
 import json
-import secrets
 import sqlite3
 import time
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
-from dataclasses import asdict, dataclass, field, fields, replace
+from dataclasses import asdict, fields, replace
 from pathlib import Path
 from typing import Any
 
 from ..errors import ActionError, InputError
 from .phases import TERMINAL, Phase, allowed
+from .records import (
+    APPROVALS,
+    REQUESTS,
+    Migration,
+    Notification,
+    Step,
+    new_migration_id,
+    request_problem,
+)
+
+__all__ = [
+    "APPROVALS", "REQUESTS", "Journal", "Migration", "Notification", "Step", "as_json",
+    "new_migration_id", "request_problem",
+]
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS notifications (
@@ -83,94 +96,7 @@ CREATE TABLE IF NOT EXISTS steps (
 CREATE INDEX IF NOT EXISTS steps_migration ON steps(migration_id, id);
 """
 
-APPROVALS = ("none", "pending", "approved")
-REQUESTS = ("approve", "abort", "rollback")
-
-
-@dataclass(frozen=True, slots=True)
-class Notification:
-    """One alert of an Alertmanager notification, as journaled."""
-
-    status: str  # firing | resolved
-    alertname: str
-    component: str
-    fingerprint: str
-    starts_at: str  # RFC 3339 as Alertmanager sent it
-    labels: Mapping[str, str]
-    group_key: str = ""
-    id: int = 0
-    received_at: float = 0.0
-    handled_at: float | None = None
-    outcome: str | None = None
-
-    @property
-    def dedupe_key(self) -> str:
-        return f"{self.status}|{self.fingerprint}|{self.starts_at}"
-
-    @property
-    def alert_key(self) -> str:
-        """The alert instance (same for its firing and resolved notifications)."""
-        return f"{self.fingerprint}|{self.starts_at}"
-
-
-@dataclass(frozen=True, slots=True)
-class Migration:
-    """A migration's journal row (the executor's whole state for it)."""
-
-    id: str
-    component: str
-    action: str  # move | scale_up | new_instance
-    target_node: str
-    canary_name: str  # the new instance's container name (and HAProxy server name)
-    phase: Phase = Phase.PLANNED
-    alert_key: str | None = None  # fingerprint|startsAt of the alert that caused it
-    source_node: str | None = None
-    source_name: str | None = None  # the replica being replaced (move) or copied (scale_up)
-    backend: str | None = None  # HAProxy backend, None without a traffic layer
-    weight: int = 0  # the new instance's current share, percent
-    step: int = 0  # index into migration.step_weights
-    failed_checks: int = 0
-    attempt: int = 0  # transient errors retried in this phase
-    dry_run: bool = False
-    approval: str = "none"  # none | pending | approved
-    request: str | None = None  # approve | abort | rollback, asked through the API
-    reason: str = ""
-    priority: float = 0.0
-    data: Mapping[str, Any] = field(default_factory=dict)  # counters baselines etc.
-    error: str | None = None
-    created_at: float = 0.0
-    updated_at: float = 0.0
-    phase_since: float = 0.0
-    finished_at: float | None = None
-
-    @property
-    def terminal(self) -> bool:
-        return self.phase in TERMINAL
-
-    def to_dict(self) -> dict[str, Any]:
-        d = asdict(self)
-        d["phase"] = str(self.phase)
-        d["data"] = dict(self.data)
-        return d
-
-
-@dataclass(frozen=True, slots=True)
-class Step:
-    id: int
-    migration_id: str
-    at: float
-    phase: str
-    action: str
-    detail: str
-    outcome: str | None
-    done_at: float | None
-
-
 _MIGRATION_COLUMNS = tuple(f.name for f in fields(Migration))
-
-
-def new_migration_id() -> str:
-    return secrets.token_hex(4)
 
 
 def _row_to_migration(row: sqlite3.Row) -> Migration:
@@ -296,10 +222,19 @@ class Journal:
         return _row_to_migration(row) if row else None
 
     def migrations(
-        self, *, active: bool | None = None, component: str | None = None, limit: int = 100
+        self,
+        *,
+        active: bool | None = None,
+        component: str | None = None,
+        alert_key: str | None = None,
+        since: float | None = None,
+        limit: int = 100,
     ) -> list[Migration]:
-        """Newest first. active=True: not finished; False: finished only."""
-        where, args = [], []
+        """Newest first. active=True: not finished; False: finished only. alert_key: caused by
+        that alert. since: unfinished, or finished at or after that time (what the safety
+        limits look at: cooldowns and moves per hour)."""
+        where: list[str] = []
+        args: list[Any] = []
         if active is True:
             where.append("finished_at IS NULL")
         elif active is False:
@@ -307,6 +242,12 @@ class Journal:
         if component is not None:
             where.append("component=?")
             args.append(component)
+        if alert_key is not None:
+            where.append("alert_key=?")
+            args.append(alert_key)
+        if since is not None:
+            where.append("(finished_at IS NULL OR finished_at>=?)")
+            args.append(since)
         sql = "SELECT * FROM migrations"
         if where:
             sql += " WHERE " + " AND ".join(where)
@@ -324,7 +265,7 @@ class Journal:
         new_phase = Phase(changes.get("phase", old.phase))
         if not allowed(old.phase, new_phase):
             raise ActionError(f"migration {old.id}: {old.phase} → {new_phase} is not allowed")
-        now = self.clock()
+        now = _after(self.clock(), old.updated_at)
         changes["updated_at"] = now
         if new_phase != old.phase:
             changes["phase_since"] = now
@@ -336,9 +277,9 @@ class Journal:
         with self._write() as db:
             cur = db.execute(
                 f"UPDATE migrations SET {', '.join(f'{c}=?' for c in cols)} "
-                "WHERE id=? AND phase=? AND updated_at=?",
+                "WHERE id=? AND phase=? AND updated_at=? AND request IS ?",
                 [json.dumps(row[c]) if c == "data" else row[c] for c in cols]
-                + [old.id, str(old.phase), old.updated_at],
+                + [old.id, str(old.phase), old.updated_at, old.request],
             )
             if cur.rowcount != 1:
                 raise ActionError(f"migration {old.id} changed underneath; re-read it",
@@ -358,7 +299,7 @@ class Journal:
             problem = request_problem(m, what)
             if problem:
                 raise InputError(f"migration {m.id} is {m.phase}: {problem}")
-            now = self.clock()
+            now = _after(self.clock(), m.updated_at)
             db.execute("UPDATE migrations SET request=?, updated_at=? WHERE id=?",
                        (what, now, m.id))
             db.execute(
@@ -399,15 +340,10 @@ class Journal:
         return [s for s in self.steps(migration_id) if s.outcome is None]
 
 
-def request_problem(m: Migration, what: str) -> str | None:
-    """Why `what` cannot be asked of `m` now (None when it can)."""
-    if m.terminal:
-        return "it has finished"
-    if what == "approve" and m.approval != "pending":
-        return "it is not waiting for approval"
-    if what == "rollback" and m.phase == Phase.PLANNED:
-        return "nothing has changed yet; use abort"
-    return None
+def _after(now: float, previous: float) -> float:
+    """A row's updated_at only grows, even when the clock stands still or steps back: the
+    compare-and-set in `update` relies on every write changing it."""
+    return now if now > previous else previous + 1e-6
 
 
 def as_json(m: Migration, steps: Sequence[Step] = ()) -> dict[str, Any]:

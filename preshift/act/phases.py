@@ -6,13 +6,15 @@ executor acts in it, so a restart re-enters the phase and re-observes the world.
 
     PLANNED ─► STARTING ─► HEALTH_CHECK ─► [AWAITING_APPROVAL] ─► ROUTING ─► SHIFTING ─► PROMOTED
        │                                                                                  │
-       ├─► CANCELLED   (resolved / aborted before anything started)       move: DRAINING ─┤
+       ├─► CANCELLED   (resolved / aborted / stale before anything started; also from
+       │                STARTING when no replica is left to copy)          move: DRAINING ─┤
        └─► DRY_RUN     (dry-run: the plan is journaled, nothing changes)                   │
                                                                    STANDBY ◄──────────────┘
     any phase up to DRAINING ─► ROLLING_BACK ─► ROLLED_BACK            │ ttl healthy ─► SUCCEEDED
                                         └────► FAILED                  └ new one fails ─► RESTORING
                                                                            ─► ROLLED_BACK | FAILED
     scale_up / new_instance: PROMOTED ─► SUCCEEDED (nothing to drain or keep on standby)
+    STANDBY ─► FAILED when removing the standby fails for good (the new instance is kept)
 """
 
 from __future__ import annotations
@@ -69,14 +71,17 @@ _BACK = P.ROLLING_BACK
 #: The only allowed transitions (staying in a phase is always allowed: a tick that waits).
 TRANSITIONS: dict[Phase, frozenset[Phase]] = {
     P.PLANNED: frozenset({P.STARTING, P.CANCELLED, P.DRY_RUN}),
-    P.STARTING: frozenset({P.HEALTH_CHECK, _BACK}),
+    # STARTING → CANCELLED: no running replica left to copy and no new container created.
+    P.STARTING: frozenset({P.HEALTH_CHECK, _BACK, P.CANCELLED}),
     P.HEALTH_CHECK: frozenset({P.AWAITING_APPROVAL, P.ROUTING, _BACK}),
     P.AWAITING_APPROVAL: frozenset({P.ROUTING, _BACK}),
     P.ROUTING: frozenset({P.SHIFTING, _BACK}),
     P.SHIFTING: frozenset({P.PROMOTED, _BACK}),
     P.PROMOTED: frozenset({P.DRAINING, P.SUCCEEDED, _BACK}),
     P.DRAINING: frozenset({P.STANDBY, _BACK}),
-    P.STANDBY: frozenset({P.SUCCEEDED, P.RESTORING}),
+    # STANDBY → FAILED: decommissioning the standby failed for good while the new instance
+    # is fine; restoring would undo a good migration, so a human removes the leftover.
+    P.STANDBY: frozenset({P.SUCCEEDED, P.RESTORING, P.FAILED}),
     P.RESTORING: frozenset({P.ROLLED_BACK, P.FAILED}),
     P.ROLLING_BACK: frozenset({P.ROLLED_BACK, P.FAILED}),
     **{t: frozenset() for t in TERMINAL},
