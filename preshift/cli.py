@@ -21,6 +21,8 @@ SUBCOMMANDS: dict[str, tuple[str, str]] = {
     "backtest": ("preshift.backtest_cli", "backtest_command"),
     "plan": ("preshift.plan_cli", "plan_command"),
     "explain": ("preshift.plan_cli", "explain_command"),
+    "webhook": ("webhook.cli", "webhook_group"),
+    "migrations": ("webhook.cli", "migrations_group"),
 }
 
 

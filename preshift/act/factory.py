@@ -9,7 +9,7 @@ import time
 from collections.abc import Callable
 
 from ..config import Config
-from ..errors import ConfigError
+from ..errors import ConfigError, SourceError
 from .events import Observer
 from .executor import Executor, Query
 from .journal import Journal
@@ -44,6 +44,30 @@ def make_plan_source(config: Config) -> PlanSource:
     """The exporter's /api/v1/footprint at webhook.exporter_url."""
     return ExporterPlanSource(config.webhook.exporter_url,
                               timeout=config.prometheus.timeout)
+
+
+def make_query(config: Config) -> Query | None:
+    """`migration.analysis.query` → a function returning its one value (None: no data), via
+    the configured Prometheus; None when no query is configured."""
+    if not config.migration.analysis.query:
+        return None
+    import os
+
+    from ..config import read_secret
+    from ..sense.prometheus import PrometheusClient
+
+    token = read_secret(os.environ, "PRESHIFT_PROMETHEUS_BEARER_TOKEN",
+                        config.prometheus.bearer_token_file)
+    client = PrometheusClient(config.prometheus.url, config.prometheus.timeout, token)
+
+    def query(promql: str) -> float | None:
+        samples = client.query(promql)
+        if len(samples) > 1:
+            raise SourceError("prometheus", f"the analysis query returned {len(samples)} "
+                              f"series, it must return one number: {promql}", retriable=False)
+        return samples[0].value if samples else None
+
+    return query
 
 
 def make_executor(

@@ -12,7 +12,9 @@ One `Journal` object per thread (sqlite3 connections are not shared across threa
 
 from __future__ import annotations
 
+import fcntl
 import json
+import os
 import sqlite3
 import time
 from collections.abc import Iterator, Sequence
@@ -115,11 +117,19 @@ def _row_to_notification(row: sqlite3.Row) -> Notification:
 
 
 class Journal:
-    """Open (and create) the journal at `path`. `clock` is injectable for tests."""
+    """Open (and create) the journal at `path`. `clock` is injectable for tests.
+
+    Writers take turns on an exclusive `flock` of `<journal>.write.lock` before BEGIN
+    IMMEDIATE: SQLite serialises writers by itself, but a writer that finds the database locked
+    polls, sleeping 1, 2, 5 … 100 ms between tries (acks took 100+ ms at the 99th percentile
+    with two gunicorn workers and the executor writing); the kernel wakes a process blocked on
+    an flock the moment it is released. Readers take no turn (WAL readers never block).
+    """
 
     def __init__(self, path: str | Path, *, clock: Any = time.time, timeout: float = 10.0):
         self.path = Path(path)
         self.clock = clock
+        self._turn = -1
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True)
             self._db = sqlite3.connect(
@@ -129,12 +139,18 @@ class Journal:
             self._db.execute("PRAGMA journal_mode=WAL")
             self._db.execute("PRAGMA synchronous=FULL")
             self._db.execute("PRAGMA foreign_keys=ON")
-            self._db.executescript("BEGIN IMMEDIATE;" + SCHEMA + "COMMIT;")
+            self._turn = os.open(f"{self.path}.write.lock",
+                                 os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+            with self._my_turn():
+                self._db.executescript("BEGIN IMMEDIATE;" + SCHEMA + "COMMIT;")
         except (sqlite3.Error, OSError) as exc:
             raise ActionError(f"journal {self.path}: cannot open it: {exc}") from None
 
     def close(self) -> None:
         self._db.close()
+        if self._turn >= 0:
+            os.close(self._turn)
+            self._turn = -1
 
     def __enter__(self) -> Journal:
         return self
@@ -146,13 +162,22 @@ class Journal:
     def _write(self) -> Iterator[sqlite3.Connection]:
         """One write transaction; BEGIN IMMEDIATE takes the write lock up front, so two
         processes never both read-then-write the same rows."""
-        self._db.execute("BEGIN IMMEDIATE")
+        with self._my_turn():
+            self._db.execute("BEGIN IMMEDIATE")
+            try:
+                yield self._db
+            except BaseException:
+                self._db.execute("ROLLBACK")
+                raise
+            self._db.execute("COMMIT")
+
+    @contextmanager
+    def _my_turn(self) -> Iterator[None]:
+        fcntl.flock(self._turn, fcntl.LOCK_EX)  # blocks without holding the GIL
         try:
-            yield self._db
-        except BaseException:
-            self._db.execute("ROLLBACK")
-            raise
-        self._db.execute("COMMIT")
+            yield
+        finally:
+            fcntl.flock(self._turn, fcntl.LOCK_UN)
 
     # notifications -------------------------------------------------------------------
 
