@@ -167,8 +167,9 @@ def _alive(i: Instance | None) -> bool:
     return i is not None and i.running
 
 
-def _canary_trouble(m: Migration, obs: Observation) -> str | None:
-    """Why the canary cannot keep serving, or None."""
+def _canary_trouble(m: Migration, obs: Observation, *, routed: bool = True) -> str | None:
+    """Why the canary cannot keep serving, or None. Before it is routed (`routed=False`)
+    HAProxy's DOWN only means its health checks have not passed yet."""
     c = obs.canary
     if c is None:
         return f"the new instance {m.canary_name} is gone"
@@ -177,7 +178,7 @@ def _canary_trouble(m: Migration, obs: Observation) -> str | None:
     if obs.canary_health == "unhealthy":
         return f"the new instance {m.canary_name} is unhealthy"
     srv = obs.servers.get(m.canary_name) if m.backend else None
-    if srv is not None and srv.status.upper().startswith("DOWN"):
+    if routed and srv is not None and srv.status.upper().startswith("DOWN"):
         return f"HAProxy reports {m.backend}/{m.canary_name} {srv.status}"
     return None
 
@@ -293,7 +294,7 @@ def _awaiting(m: Migration, obs: Observation, s: Settings, now: float) -> Decisi
 
 def _routing(m: Migration, obs: Observation, s: Settings, now: float) -> Decision:
     c = obs.canary
-    trouble = _canary_trouble(m, obs)
+    trouble = _canary_trouble(m, obs, routed=False)
     if trouble or c is None:
         return _back(m, now, trouble or "the new instance is gone")
     if not m.backend:  # no traffic layer: nothing to register
@@ -303,8 +304,11 @@ def _routing(m: Migration, obs: Observation, s: Settings, now: float) -> Decisio
         if c.address is None or c.port is None:
             return _back(m, now, f"{m.canary_name} publishes no port HAProxy could reach")
         return _step(m, fx.AddServer(m.backend, m.canary_name, c.address, c.port), now)
-    if not srv.up:
-        return IDLE  # HAProxy's health checks have not passed yet; the deadline bounds this
+    if not srv.up:  # a new server starts DOWN until HAProxy's own health checks pass
+        if now - m.phase_since > s.health_timeout:
+            return _back(m, now, f"HAProxy's health checks of {m.backend}/{m.canary_name} did "
+                         f"not pass within {s.health_timeout:g}s ({srv.status})")
+        return IDLE
     full = m.data.get("full_weight") or _full_weight(m, obs.servers)
     return _to(m, P.SHIFTING, now, step=0, weight=0, data={"full_weight": full},
                note=f"{m.backend}/{m.canary_name} is UP")

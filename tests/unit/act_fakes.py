@@ -46,6 +46,7 @@ class Srv:
     sessions: int = 0
     requests: int = 0
     failures: int = 0
+    checks_pending: int = 0  # like HAProxy: a new server is DOWN until a health check passes
 
 
 class World:
@@ -75,7 +76,7 @@ class World:
         if name in srvs:
             srvs[name].address, srvs[name].port, srvs[name].admin = address, port, "ready"
         else:
-            srvs[name] = Srv(address, port)
+            srvs[name] = Srv(address, port, checks_pending=1)
         self._done("add_server")
 
     def box_named(self, name: str) -> Box | None:
@@ -170,6 +171,8 @@ class World:
     def _status(self, name: str, s: Srv) -> str:
         if s.admin == "maint":
             return "MAINT"
+        if s.checks_pending:
+            return "DOWN"
         b = self.box_named(name)
         up = b is not None and b.state == "running" and b.health == "healthy"
         if not up:
@@ -179,8 +182,11 @@ class World:
     def servers(self, backend: str) -> dict[str, Server]:
         srvs = self.backends.get(backend, {})
         self._serve(backend, self.requests_per_read)
-        return {n: Server(n, s.address, s.port, s.weight, self._status(n, s), s.sessions,
-                          s.requests, s.failures) for n, s in srvs.items()}
+        out = {n: Server(n, s.address, s.port, s.weight, self._status(n, s), s.sessions,
+                         s.requests, s.failures) for n, s in srvs.items()}
+        for s in srvs.values():  # the check runs between two reads
+            s.checks_pending = max(0, s.checks_pending - 1)
+        return out
 
     def _serve(self, backend: str, n: int) -> None:
         srvs = self.backends.get(backend, {})
