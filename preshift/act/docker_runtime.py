@@ -71,7 +71,6 @@ class DockerRuntime:
         self._clients: dict[str, Any] = {}
         # restart policy a standby had before, to restore on start (in memory only: the
         # journal is the source of truth across restarts)
-        self._parked: dict[tuple[str, str], dict[str, Any]] = {}
 
     # ------------------------------------------------------------------ clients
     def _node(self, node: str) -> NodeConfig:
@@ -193,17 +192,13 @@ class DockerRuntime:
             return self._http_probe(address, port)
         return "healthy"
 
-    def start(self, node: str, name: str) -> Instance:
+    def start(self, node: str, name: str, restart_policy: str | None = None) -> Instance:
         with self._changing(node, f"start container {name}"):
             c = self._get(node, name)
             if c is None:
                 raise ActionError(f"start {name} on node {node}: no such container")
-            with self._lock:
-                policy = self._parked.get((node, name))
-            if policy is not None:
-                c.update(restart_policy=policy)
-                with self._lock:
-                    self._parked.pop((node, name), None)
+            if restart_policy not in (None, "", "no"):
+                c.update(restart_policy=parse_restart_policy(restart_policy))
             if c.status == "paused":
                 c.unpause()
             elif c.status != "running":
@@ -221,8 +216,6 @@ class DockerRuntime:
             if policy.get("Name") not in (None, "", "no"):
                 # "no" first: an engine restart between the two calls must not revive it
                 c.update(restart_policy={"Name": "no", "MaximumRetryCount": 0})
-                with self._lock:
-                    self._parked[(node, name)] = policy
             if c.status in ("running", "paused", "restarting"):
                 grace = (c.attrs.get("Config") or {}).get("StopTimeout")
                 c.stop(timeout=int(grace if grace is not None else DEFAULT_STOP_TIMEOUT))
@@ -239,8 +232,6 @@ class DockerRuntime:
             except docker.errors.APIError as exc:
                 if exc.status_code != 409 or "in progress" not in str(exc.explanation):
                     raise
-        with self._lock:
-            self._parked.pop((node, name), None)
 
     # ------------------------------------------------------------------ helpers
     def _must_inspect(self, node: str, name: str) -> Instance:
@@ -269,6 +260,8 @@ class DockerRuntime:
             port=port,
             health=health or None,
             labels=MappingProxyType(labels),
+            restart_policy=format_restart_policy((attrs.get("HostConfig") or {})
+                                                 .get("RestartPolicy")),
         )
 
     def _target_bindings(
@@ -338,6 +331,20 @@ def node_address(cfg: NodeConfig) -> str | None:
     if parts.scheme in ("tcp", "http", "https") and parts.hostname:
         return parts.hostname
     return None
+
+
+def format_restart_policy(policy: Mapping[str, Any] | None) -> str | None:
+    """Docker's RestartPolicy → "always", "unless-stopped", "on-failure:3", "no" (or None)."""
+    if not policy or not policy.get("Name"):
+        return None
+    name, count = str(policy["Name"]), int(policy.get("MaximumRetryCount") or 0)
+    return f"{name}:{count}" if name == "on-failure" and count else name
+
+
+def parse_restart_policy(text: str) -> dict[str, Any]:
+    """The inverse of format_restart_policy."""
+    name, _, count = text.partition(":")
+    return {"Name": name, "MaximumRetryCount": int(count) if count.isdigit() else 0}
 
 
 def published(attrs: Mapping[str, Any]) -> tuple[str | None, int | None]:

@@ -37,6 +37,7 @@ class Clone:
 class StartContainer:
     node: str
     name: str
+    restart_policy: str | None = None  # the original's, journaled before it went to standby
     action = "start"
 
     @property
@@ -44,7 +45,7 @@ class StartContainer:
         return f"start {self.name}@{self.node}"
 
     def apply(self, runtime: Runtime, traffic: Traffic) -> None:
-        runtime.start(self.node, self.name)
+        runtime.start(self.node, self.name, self.restart_policy)
 
 
 @dataclass(frozen=True, slots=True)

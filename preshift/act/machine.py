@@ -375,6 +375,12 @@ def _draining(m: Migration, obs: Observation, s: Settings, now: float) -> Decisi
     if trouble:
         return _back(m, now, trouble)
     standby = _to(m, P.STANDBY, now).changes
+    if _alive(obs.source) and "restart_policy" not in m.data:
+        # Journaled in a step of its own, before the standby: standby sets the policy to
+        # "no", and a restore must give the original back even after a crash in between.
+        policy = obs.source.restart_policy if obs.source else None
+        return _step(m, None, now, data={"restart_policy": policy},
+                     note="original restart policy recorded")
     if not _alive(obs.source):  # already stopped (a crash after the effect) or gone
         return Decision(standby, note=f"{m.source_name} is already stopped")
     srv = obs.servers.get(m.source_name or "") if m.backend else None
@@ -434,7 +440,8 @@ def _rolling_back(m: Migration, obs: Observation, s: Settings, now: float) -> De
                    f"instance {m.canary_name} is kept serving (see the runbook)")
     if m.action == "move" and obs.source is not None and not obs.source.running:
         # Only possible after a crash right after the standby step; start it again first.
-        return _step(m, fx.StartContainer(obs.source.node, obs.source.name), now)
+        return _step(m, fx.StartContainer(obs.source.node, obs.source.name,
+                                          m.data.get("restart_policy")), now)
     return (_undo_traffic(m, obs, done, now)
             or _to(m, P.ROLLED_BACK, now, weight=0, note="the original serves as before"))
 
@@ -445,7 +452,8 @@ def _restoring(m: Migration, obs: Observation, s: Settings, now: float) -> Decis
         return _to(m, P.FAILED, now, reason=f"the standby {m.source_name} is gone: cannot "
                    "restore it")
     if not src.running:
-        return _step(m, fx.StartContainer(src.node, src.name), now)
+        return _step(m, fx.StartContainer(src.node, src.name, m.data.get("restart_policy")),
+                     now)
     if obs.source_health != "healthy":
         return IDLE  # the deadline turns a standby that never gets healthy into FAILED
     done = list(m.data.get("done", ()))

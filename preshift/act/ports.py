@@ -32,6 +32,7 @@ class Instance:
     port: int | None = None  # the published host port that serves traffic
     health: str | None = None  # Docker healthcheck status, None without a healthcheck
     labels: Mapping[str, str] = field(default_factory=lambda: MappingProxyType({}))
+    restart_policy: str | None = None  # "always", "unless-stopped", "on-failure:3", "no"
 
     @property
     def running(self) -> bool:
@@ -58,12 +59,15 @@ class Runtime(Protocol):
         configured health path on address:port (2xx/3xx healthy), else running = healthy.
         A container that is not running (or gone) is unhealthy."""
 
-    def start(self, node: str, name: str) -> Instance:
-        """Start a stopped container (restoring a standby); idempotent."""
+    def start(self, node: str, name: str, restart_policy: str | None = None) -> Instance:
+        """Start a stopped container (restoring a standby); idempotent. `restart_policy`
+        (as in Instance.restart_policy) is put back first when given: the executor journals
+        the original's policy before `standby` sets it to "no"."""
 
     def standby(self, node: str, name: str, labels: Mapping[str, str]) -> None:
         """Stop the container (after its traffic is drained) and keep it for a fast rollback:
-        restart policy "no" (so an engine restart does not bring it back). Docker cannot
+        restart policy "no" (so an engine restart does not bring it back; the caller keeps
+        the original policy, Instance.restart_policy, to give it back to `start`). Docker cannot
         relabel a container, so `labels` are recorded by the adapter where it can (the
         journal is the source of truth). Idempotent; a missing container is not an error."""
 

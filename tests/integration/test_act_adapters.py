@@ -203,14 +203,17 @@ def test_standby_start_remove_are_idempotent(clean: Testbed, runtime: DockerRunt
                       ports={"80/tcp": (tb.address("n1"), 18084)})
     policy = lambda: cl.api.inspect_container("old")["HostConfig"]["RestartPolicy"]["Name"]  # noqa: E731
 
+    before = runtime.inspect("n1", "old")
+    assert before is not None and before.restart_policy == "always"
     runtime.standby("n1", "old", {"preshift.standby": "m-1"})
     inst = runtime.inspect("n1", "old")
     assert inst is not None and inst.state == "exited" and policy() == "no"
     runtime.standby("n1", "old", {"preshift.standby": "m-1"})  # again: nothing to do
     assert runtime.probe(inst) == "unhealthy"
 
-    started = runtime.start("n1", "old")
-    assert started.running and policy() == "always"  # the policy it had comes back
+    # the executor journals the policy before the standby and gives it back to start()
+    started = runtime.start("n1", "old", before.restart_policy)
+    assert started.running and policy() == "always"
     assert runtime.start("n1", "old").container_id == started.container_id
     url = f"http://{tb.address('n1')}:18084/"
     assert wait_for(lambda: http_body(url), 10, "the restored standby to serve") == "n1"

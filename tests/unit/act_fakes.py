@@ -35,6 +35,7 @@ class Box:
     port: int | None = 8080
     labels: dict[str, str] = field(default_factory=dict)
     fail_ratio: float = 0.0  # share of its requests that fail
+    restart_policy: str = "unless-stopped"
 
 
 @dataclass
@@ -118,7 +119,7 @@ class World:
     def _inst(self, b: Box) -> Instance:
         return Instance(b.node, b.name, f"id-{b.name}", b.component, b.state, "img:1",
                         b.address, b.port, b.health if b.state == "running" else None,
-                        MappingProxyType(dict(b.labels)))
+                        MappingProxyType(dict(b.labels)), b.restart_policy)
 
     def inspect(self, node: str, name: str) -> Instance | None:
         b = self.boxes.get((node, name))
@@ -141,10 +142,12 @@ class World:
             return "unhealthy"
         return b.health  # type: ignore[return-value]
 
-    def start(self, node: str, name: str) -> Instance:
+    def start(self, node: str, name: str, restart_policy: str | None = None) -> Instance:
         self._call("start", node, name)
         b = self.boxes[(node, name)]
         b.state = "running"
+        if restart_policy is not None:
+            b.restart_policy = restart_policy
         self._done("start")
         return self._inst(b)
 
@@ -154,6 +157,7 @@ class World:
         if b is not None:
             before = self.serving(b.component)
             b.state = "exited"
+            b.restart_policy = "no"  # as Docker: a standby must not come back on its own
             self._guard(b.component, before, f"standby {name}")
         self._done("standby")
 

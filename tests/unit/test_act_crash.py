@@ -76,6 +76,7 @@ def test_crash_while_restoring_converges(tmp_path: Path, method: str, when: str)
     assert m.phase == P.ROLLED_BACK, m
     assert set(h.world.boxes) == {("n1", "web-1")}
     assert h.world.boxes[("n1", "web-1")].state == "running"
+    assert h.world.boxes[("n1", "web-1")].restart_policy == "unless-stopped"
     assert {n: s.weight for n, s in h.world.backends["be_web"].items()} == {"web-1": 100}
 
 
@@ -92,6 +93,7 @@ def test_crash_after_standby_then_canary_fails_restarts_original(tmp_path: Path)
     m = h.run()
     assert m.phase == P.ROLLED_BACK
     assert h.world.boxes[("n1", "web-1")].state == "running"
+    assert h.world.boxes[("n1", "web-1")].restart_policy == "unless-stopped"
     assert ("n2", m.canary_name) not in h.world.boxes
 
 

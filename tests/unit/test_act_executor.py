@@ -140,11 +140,13 @@ def test_rollback_request_in_standby_restores(h: Harness) -> None:
     h.fire()
     m = h.run(until=lambda m: m.phase == P.STANDBY)
     assert h.world.boxes[("n1", "web-1")].state == "exited"
+    assert h.world.boxes[("n1", "web-1")].restart_policy == "no"
     h.journal.request(m.id, "rollback")
     m = h.run()
     assert m.phase == P.ROLLED_BACK, m
     assert phases(h)[-2:] == ["restoring", "rolled_back"]
     assert h.world.boxes[("n1", "web-1")].state == "running"
+    assert h.world.boxes[("n1", "web-1")].restart_policy == "unless-stopped"  # given back
     assert set(h.world.boxes) == {("n1", "web-1")}
     assert set(h.world.backends["be_web"]) == {"web-1"}
     srv = h.world.backends["be_web"]["web-1"]
