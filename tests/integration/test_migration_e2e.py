@@ -18,6 +18,7 @@ notification ten times at once: one dry-run migration, nothing changed.
 
 from __future__ import annotations
 
+import re
 import time
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -45,8 +46,13 @@ DRY_WEBHOOK = "127.0.0.1:19834"
 STATS = "127.0.0.1:19601"
 TOKEN = "e2e-secret-token"
 #: component -> (container port published on the node, HAProxy frontend)
-APPS = {"web": (8080, "127.0.0.1:19600"), "api": (8081, "127.0.0.1:19602")}
+APPS = {"web": (8080, "127.0.0.1:19600"), "api": (8081, "127.0.0.1:19602"),
+        "shop": (8082, "127.0.0.1:19603")}
 HTTPD = ["httpd", "-f", "-p", "80", "-h", "/www"]
+# shop's containers answer /cgi-bin/app with 503 unless their hostname is "orig": the
+# originals get that hostname, a copy does not (Docker gives it its ID), so a canary passes
+# its health gate and HAProxy's checks but fails the analysis once it takes traffic.
+SHOP = ["sh", "-c", '[ "$(hostname)" = orig ] || : > /tmp/fail; exec httpd -f -p 80 -h /www']
 TERMINAL = {"succeeded", "rolled_back", "cancelled", "dry_run", "failed"}
 
 
@@ -85,8 +91,10 @@ def _load(component: str) -> Load:
 
 def _run_app(tb: Testbed, component: str, node: str, healthcheck: dict[str, Any]) -> None:
     port, _ = APPS[component]
+    shop = component == "shop"
     tb.client(node).containers.run(
-        "preshift-box:latest", HTTPD, name=f"{component}-{node}", detach=True, init=True,
+        "preshift-box:latest", SHOP if shop else HTTPD, name=f"{component}-{node}",
+        detach=True, init=True, hostname="orig" if shop else None,
         labels={"preshift.service": component},
         ports={"80/tcp": (tb.address(node), port)},
         healthcheck=healthcheck, environment={"NODE": node},
@@ -168,6 +176,7 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
             "web": {"test": ["CMD", "true"], "interval": 500_000_000, "retries": 1},
             "api": {"test": ["CMD", "sh", "-c", "[ -f /tmp/ready ]"],
                     "interval": 500_000_000, "retries": 1},
+            "shop": {"test": ["CMD", "true"], "interval": 500_000_000, "retries": 1},
         }
         for comp in APPS:
             for node in ("n1", "n2"):
@@ -283,6 +292,35 @@ def test_canary_failing_its_health_gate_is_rolled_back(stack: Stack) -> None:
     assert summary.failures == 0, summary.statuses
     steps = stack.api(f"/api/v1/migrations/{m['id']}")["steps"]
     assert any("health" in (s["detail"] + s["action"]) for s in steps), steps
+
+
+def test_canary_failing_its_analysis_is_rolled_back_after_one_step(stack: Stack) -> None:
+    tb = stack.tb
+    before = {n: c for n, c in _containers(tb, "shop").items()}
+    ids = {c.name: c.id for c in tb.client("n2").containers.list(all=True)}
+    m = _wait_migration(stack, "shop", TERMINAL, 200)
+    summary = stack.finish_load("shop")
+    assert m["phase"] == "rolled_back", m
+    assert "fail" in m["reason"] or "error" in m["reason"], m["reason"]
+    steps = stack.api(f"/api/v1/migrations/{m['id']}")["steps"]
+    weights = [s["detail"] for s in steps if s["action"] == "set_weights"]
+    # the analysis stopped it at the first step: the canary never got more than 25 %
+    canary = re.compile(rf"{m['canary_name']}=(\d+)")
+    shares = [int(x) for w in weights for x in canary.findall(w)]
+    assert shares and max(shares) == 25, weights
+    assert _containers(tb, "shop") == before  # the canary is gone
+    assert {c.name: c.id for c in tb.client("n2").containers.list(all=True)}["shop-n2"] == \
+        ids["shop-n2"]  # the original was never replaced
+    servers = stack.haproxy.servers("be_shop")
+    assert set(servers) == {"shop-n1", "shop-n2"} and servers["shop-n2"].weight > 0
+    # the only failures are the canary's answers during its one step
+    assert summary.statuses.get("503", 0) == summary.failures, summary.statuses
+    assert 0 < summary.failures <= 40, summary.statuses
+    failed_at = [x.t for x in stack.loads["shop"].samples() if not x.ok]
+    late = [x for x in stack.loads["shop"].samples() if x.t > max(failed_at) + 1]
+    assert late and all(x.ok for x in late)
+    print(f"shop: analysis rollback; {summary.failures} of {summary.total} requests failed "
+          f"while the canary had its first step")
 
 
 def test_dry_run_and_duplicates_change_nothing(stack: Stack) -> None:
