@@ -48,6 +48,7 @@ import platform
 import statistics
 import subprocess
 import sys
+import tempfile
 import time
 from importlib import metadata
 from pathlib import Path
@@ -198,27 +199,32 @@ def scrape_phase(args: argparse.Namespace, app, one, server_cls) -> dict:
     server = server_cls(app, "127.0.0.1", 0)
     server.start()
     scraper = None
-    try:
-        host, port = server.address
-        cmd = [sys.executable, __file__, "--scraper", f"{host}:{port}",
-               "--scrape-seconds", str(args.scrape_seconds), "--scrape-max",
-               str(args.scrape_max), "--scrape-interval", str(args.scrape_interval)]
-        scraper = subprocess.Popen(cmd, stdout=subprocess.PIPE, text=True)
-        refreshes: list[tuple[float, float, dict[str, float]]] = []
-        walls: list[float] = []
-        deadline = time.monotonic() + args.scrape_seconds + 60
-        while scraper.poll() is None and time.monotonic() < deadline:
-            t0 = time.monotonic()
-            r = one()
-            walls.append(r["wall"])
-            refreshes.append((t0, time.monotonic(), r["stages"]))
-        stdout, _ = scraper.communicate(timeout=60)
-        res = json.loads(stdout.strip().splitlines()[-1])
-    finally:
-        if scraper is not None and scraper.poll() is None:
-            scraper.kill()
-            scraper.wait()
-        server.stop()
+    # The scraper's answer (~70 KB of JSON for 1,200 scrapes) goes to a file: through a pipe
+    # nobody reads until it exits, it would block once the pipe's 64 KiB are full, and the
+    # refreshes would go on until the deadline below (they did: 2 minutes instead of 1).
+    with tempfile.TemporaryFile("w+") as out_file:
+        try:
+            host, port = server.address
+            cmd = [sys.executable, __file__, "--scraper", f"{host}:{port}",
+                   "--scrape-seconds", str(args.scrape_seconds), "--scrape-max",
+                   str(args.scrape_max), "--scrape-interval", str(args.scrape_interval)]
+            scraper = subprocess.Popen(cmd, stdout=out_file, text=True)
+            refreshes: list[tuple[float, float, dict[str, float]]] = []
+            walls: list[float] = []
+            deadline = time.monotonic() + args.scrape_seconds + 60
+            while scraper.poll() is None and time.monotonic() < deadline:
+                t0 = time.monotonic()
+                r = one()
+                walls.append(r["wall"])
+                refreshes.append((t0, time.monotonic(), r["stages"]))
+            scraper.wait(timeout=60)
+            out_file.seek(0)
+            res = json.loads(out_file.read().strip().splitlines()[-1])
+        finally:
+            if scraper is not None and scraper.poll() is None:
+                scraper.kill()
+                scraper.wait()
+            server.stop()
     samples = res.pop("samples")  # (start monotonic, latency s, status, bytes)
 
     def part(t: float) -> str | None:

@@ -155,8 +155,9 @@ def _serve(config: Config, adapters: Adapters, host: str, port: int) -> None:
 
     previous = {s: signal.signal(s, on_signal) for s in (signal.SIGTERM, signal.SIGINT)}
     # The refresh thread runs long stretches of Python; with the default 5 ms switch interval
-    # each of the ~10 GIL hand-offs a request needs may wait that long (p99 of /metrics was
-    # ~130 ms during a refresh at 10,000 components, ~50 ms with 1 ms).
+    # each GIL hand-off a request needs (one per system call; the server keeps them to a
+    # handful, see exporter/server.py) may wait that long (p99 of /metrics was ~130 ms during
+    # a refresh at 10,000 components with ~40 hand-offs a request, ~75 ms with 1 ms).
     sys.setswitchinterval(0.001)
     service = build_service(
         config, adapters.inventory, adapters.signals, adapters.ledger,

@@ -7,7 +7,8 @@ fills prometheus_client families or the pre-rendered text, see exporter/metrics.
 from __future__ import annotations
 
 from collections import Counter, defaultdict
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from operator import itemgetter
 
 import numpy as np
 
@@ -52,7 +53,7 @@ def _add_forecasts(a: Assessment, add: Add) -> None:
         nodes_of[s.replica].append(s.node)
     known_nodes = {n.name for n in a.footprint.nodes}
     breach = "preshift_signal_breach_probability_ratio"
-    for (signal, entity), p in sorted(zip(f.keys, f.p_breach.tolist(), strict=True)):
+    for signal, entity, p in _by_signal_and_entity(f.keys, f.p_breach.tolist()):
         if p != p or signal not in scope:  # NaN: no forecast (too few points) or no limit
             continue
         if scope[signal] == "node":
@@ -70,3 +71,18 @@ def _add_forecasts(a: Assessment, add: Add) -> None:
     add("preshift_forecast_fit_backlog_series", [], a.forecast_stats.fit_backlog)
     for result in ("ok", "failed"):
         add("preshift_forecast_fits_total", [result], a.fits.get(result, 0))
+
+
+def _by_signal_and_entity(
+    keys: Sequence[tuple[str, str]], values: Sequence[float]
+) -> Iterator[tuple[str, str, float]]:
+    """(signal, entity, value) sorted by signal then entity, as sorted(zip(keys, values))
+    would give them (a key is unique). One sort of 20,000 (tuple, value) pairs (10,000
+    components) is a single C call holding the GIL ~20 ms, stalling scrapes; sorting each
+    signal's entities by their string alone takes ~2 ms per signal."""
+    by_signal: dict[str, list[tuple[str, float]]] = defaultdict(list)
+    for (signal, entity), value in zip(keys, values, strict=True):
+        by_signal[signal].append((entity, value))
+    for signal in sorted(by_signal):
+        for entity, value in sorted(by_signal[signal], key=itemgetter(0)):
+            yield signal, entity, value

@@ -119,14 +119,20 @@ class Snapshot:
 
     def with_json(self) -> Snapshot:
         """A copy carrying its pre-rendered /api/v1/footprint body."""
-        body = "".join(json_chunks(footprint_document(self))).encode() + b"\n"
-        return replace(self, footprint_json=body)
+        # Encoded piece by piece: one "".join(...).encode() of the whole document (~10 MB at
+        # 10,000 components) is two C calls holding the GIL ~10 ms; joining bytes is a copy.
+        doc = footprint_document(self)
+        pieces = [piece.encode() for piece in json_chunks(doc)]
+        pieces.append(b"\n")
+        let_go(doc)
+        return replace(self, footprint_json=b"".join(pieces))
 
 
-def json_chunks(value: Any, chunk: int = 2000) -> Iterator[str]:
+def json_chunks(value: Any, chunk: int = 500) -> Iterator[str]:
     """Compact JSON of `value`, in pieces: a dict or list of more than `chunk` entries is
     encoded `chunk` entries at a time. json.dumps holds the GIL for a whole call (0.2 s for
-    the document at 10,000 components), which would stall a scrape served meanwhile."""
+    the document at 10,000 components; ~3 ms for 500 components' entries), which would stall
+    a scrape served meanwhile."""
     def dumps(v: Any) -> str:
         return json.dumps(v, separators=(",", ":"))
 
@@ -163,8 +169,26 @@ def json_chunks(value: Any, chunk: int = 2000) -> Iterator[str]:
         yield dumps(value)
 
 
+def let_go(value: Any, big: int = 64) -> None:
+    """Empty a nested document (dicts and lists) one entry at a time, so that it is freed in
+    small steps. Dropping the last reference to the document at 10,000 components frees
+    ~10^5 objects in one C call (~10 ms with the GIL held); emptied here, the interpreter can
+    switch threads between entries."""
+    stack = [value]
+    while stack:
+        item = stack.pop()
+        while item:
+            entry = item.popitem()[1] if isinstance(item, dict) else item.pop()
+            if isinstance(entry, dict | list) and len(entry) > big:
+                stack.append(entry)
+            del entry  # a small one is freed here, between two bytecodes
+
+
 def footprint_document(snap: Snapshot) -> dict[str, Any]:
-    """The /api/v1/footprint document as plain data (shape documented in docs/exporter-api.md)."""
+    """The /api/v1/footprint document as plain data (shape documented in docs/exporter-api.md).
+
+    Every dict and list in it is new (none is shared with the snapshot): with_json() empties
+    it with let_go() once encoded."""
     fp = snap.footprint
     node_names = [n.name for n in fp.nodes]
     nodes = [

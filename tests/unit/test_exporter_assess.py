@@ -17,7 +17,7 @@ from prometheus_client import CollectorRegistry
 from exporter.collector import SnapshotCollector
 from exporter.refresh import RefreshLoop
 from exporter.service import build_service
-from exporter.snapshot import Snapshot, Status
+from exporter.snapshot import Snapshot, Status, footprint_document, json_chunks, let_go
 from exporter.testing import (
     FakeFailures,
     FakeInventory,
@@ -251,3 +251,18 @@ def test_metrics_are_served_from_the_pre_rendered_text() -> None:
              "QUERY_STRING": "name[]=preshift_up"}
     subset = b"".join(svc.app(env_q, lambda s, h: None))
     assert b"preshift_up " in subset and b"preshift_replicas" not in subset
+
+
+def test_the_footprint_json_is_built_in_pieces_and_its_sources_are_left_alone() -> None:
+    loop, _, _ = make_loop()
+    snap = loop.refresh_once()
+    assert snap.assessment is not None
+    doc = footprint_document(snap)
+    whole = json.dumps(doc, separators=(",", ":"))
+    assert snap.footprint_json == whole.encode() + b"\n"
+    assert "".join(json_chunks(doc, chunk=2)) == whole  # every container split
+    let_go(doc, big=1)
+    assert doc == {}
+    # the document was built from fresh containers only: emptying it touched no snapshot data
+    assert json.dumps(footprint_document(snap), separators=(",", ":")) == whole
+    assert snap.with_json().footprint_json == snap.footprint_json

@@ -10,7 +10,7 @@ from collections.abc import Iterator
 import numpy as np
 import pytest
 
-from exporter.fitworker import ProcessFitter
+from exporter.fitworker import NICE, ProcessFitter
 from exporter.synthetic import synthetic_world
 from preshift.score.ets_fit import fit_auto_ets
 
@@ -31,6 +31,13 @@ def test_the_child_fits_like_this_process(fitter: ProcessFitter) -> None:
     with pytest.raises(ValueError, match="fit failed"):
         fitter(np.array([1.0, 2.0]))  # too short: statsforecast refuses, the child goes on
     assert fitter(rng.normal(size=50)).kind >= 2
+
+
+def test_the_child_runs_at_a_lower_priority(fitter: ProcessFitter) -> None:
+    fitter(np.random.default_rng(5).normal(size=60))
+    assert fitter.pid is not None
+    ours = os.getpriority(os.PRIO_PROCESS, 0)
+    assert os.getpriority(os.PRIO_PROCESS, fitter.pid) == min(19, ours + NICE)
 
 
 def test_a_dead_child_is_replaced_and_close_stops_it(fitter: ProcessFitter) -> None:

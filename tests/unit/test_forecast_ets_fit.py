@@ -5,13 +5,18 @@ This is the one unit-test module that imports statsforecast (about 1-2 s).
 
 from __future__ import annotations
 
+import subprocess
+import sys
+from pathlib import Path
+
 import numpy as np
 import pytest
+import statsforecast.ets
 from scipy.special import ndtri
 from statsforecast.ets import ets_f, forecast_ets
 from statsforecast.models import AutoETS
 
-from preshift.score.ets_fit import MODEL, fit_auto_ets
+from preshift.score.ets_fit import MODEL, fit_auto_ets, load_ets_module
 from preshift.score.forecast import (
     Forecaster,
     ModelKind,
@@ -93,3 +98,44 @@ def test_forecaster_probabilities_match_monte_carlo_of_its_fitted_models() -> No
     print(f"\nfitted {kinds}; P(breach) MAE vs Monte Carlo {mae:.4f}, MC mean {mc.mean():.3f}")
     assert 0.05 < mc.mean() < 0.95  # the limits make the comparison informative
     assert mae < 0.03
+
+
+def _series() -> list[np.ndarray]:
+    rng = np.random.default_rng(11)
+    return [
+        trending(3),
+        trending(4, drift=0.0),
+        50 + rng.normal(0, 1, 288),  # level only
+        100 - 0.5 * np.arange(288) + rng.normal(0, 3, 288),  # a steady fall
+        np.full(120, 7.0),  # constant: statsforecast's own shortcut
+        rng.normal(size=30).cumsum(),
+    ]
+
+
+def test_the_light_load_runs_statsforecasts_own_fit_with_the_same_results() -> None:
+    light = load_ets_module()
+    assert light is not statsforecast.ets and light.__file__ == statsforecast.ets.__file__
+    for y in _series():
+        want = ets_f(y, m=1, model=MODEL, damped=None)
+        got = light.ets_f(y, m=1, model=MODEL, damped=None)
+        assert got["components"] == want["components"]
+        for key in ("par", "states", "sigma2", "aicc", "loglik", "residuals"):
+            np.testing.assert_array_equal(got[key], want[key], err_msg=key)
+
+
+def test_fitting_imports_neither_pandas_nor_scipy_nor_statsforecasts_package() -> None:
+    # In a fresh interpreter: this one has imported statsforecast already.
+    code = (
+        "import sys, numpy as np\n"
+        "from preshift.score.ets_fit import fit_auto_ets\n"
+        "p = fit_auto_ets(np.random.default_rng(1).normal(size=200).cumsum())\n"
+        "heavy = {'pandas', 'scipy', 'statsmodels', 'statsforecast', 'statsforecast.core'}\n"
+        "print(sorted(heavy & set(sys.modules)), p.kind)\n"
+        # the ordinary import still works afterwards, sharing the C++ extension
+        "from statsforecast.models import AutoETS\n"
+        "print(AutoETS(model='AZN', damped=None).fit(np.arange(50.0) % 7).model_['components'])\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         check=True, cwd=Path(__file__).resolve().parents[2]).stdout.split("\n")
+    assert out[0].startswith("[] ")  # none of them imported; then the kind
+    assert out[1].startswith("A")
