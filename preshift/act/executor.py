@@ -18,7 +18,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from ..config import Config
 from ..errors import PreshiftError
@@ -71,7 +71,7 @@ class Executor:
         notifications_per_tick: int = 50,
     ) -> None:
         self.config = config
-        self.settings = Settings.from_config(config)
+        self.settings = replace(Settings.from_config(config), resumed_at=clock())
         self.journal = journal
         self.runtime = runtime
         self.traffic = traffic
@@ -230,6 +230,11 @@ class Executor:
         if phase_step is not None:
             self.journal.end_step(phase_step, "ok")
             self._step(new, "phase", "ok")
+        if new.phase == Phase.SUCCEEDED and new.alert_key:
+            # A component may need more than one move: its alert, if still firing, is handed
+            # to intake again, which takes the next entry of the then current plan (after
+            # the cooldown). Alertmanager's repeats are duplicates and would never do it.
+            self.journal.reopen_firing(new.alert_key, f"reopened after migration {new.id}")
         if new.phase != m.phase:
             try:
                 self.observer.on_phase(m, new)

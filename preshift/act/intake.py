@@ -1,9 +1,11 @@
 """Intake: journaled notifications become migrations (or a reason why not).
 
 A firing alert for component C (label `component`, else `service`):
-1. if a migration for this alert (fingerprint + startsAt) exists: "duplicate" — the handling
-   is idempotent, also after a crash between creating the migration and marking the
-   notification handled;
+1. if a migration for this alert (fingerprint + startsAt) exists and has not succeeded:
+   "duplicate" — the handling is idempotent, also after a crash between creating the
+   migration and marking the notification handled. When one succeeds, the executor reopens
+   the alert (if it has not resolved), so a component that needs several moves gets them one
+   after another, each from the then current plan;
 2. read the plan (`PlanSource`), take C's entries highest priority first;
 3. check each against the live state (the replica to move still runs on from_node; a
    scale-up has a running replica to copy): otherwise the plan is stale and the entry skipped;
@@ -96,7 +98,9 @@ class Intake:
 
     def _firing(self, n: Notification, comp: str) -> str:
         existing = self.journal.migrations(alert_key=n.alert_key, limit=1)
-        if existing:
+        if existing and existing[0].phase != Phase.SUCCEEDED:
+            # active: it is being handled; ended otherwise (rolled back, failed, cancelled,
+            # dry run): not retried for the same alert instance — a new one retries
             return f"duplicate: migration {existing[0].id} exists for this alert"
         if self._plan is None:
             self._plan = self.plans.fetch()

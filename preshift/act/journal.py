@@ -207,9 +207,26 @@ class Journal:
     def mark_handled(self, notification_id: int, outcome: str) -> None:
         with self._write() as db:
             db.execute(
-                "UPDATE notifications SET handled_at=?, outcome=? WHERE id=?",
+                # appended: a reopened alert keeps the history of what each handling did
+                "UPDATE notifications SET handled_at=?, "
+                "outcome=COALESCE(outcome || ' | ', '') || ? WHERE id=?",
                 (self.clock(), outcome, notification_id),
             )
+
+    def reopen_firing(self, alert_key: str, outcome: str) -> bool:
+        """Hand a still-firing alert back to intake (handled_at cleared) unless it resolved;
+        True when it was reopened."""
+        fingerprint, _, starts_at = alert_key.partition("|")
+        with self._write() as db:
+            cur = db.execute(
+                "UPDATE notifications SET handled_at=NULL, "
+                "outcome=COALESCE(outcome || ' | ', '') || ? "
+                "WHERE status='firing' AND fingerprint=? AND starts_at=? AND NOT EXISTS ("
+                "SELECT 1 FROM notifications r WHERE r.status='resolved' "
+                "AND r.fingerprint=? AND r.starts_at=?)",
+                (outcome, fingerprint, starts_at, fingerprint, starts_at),
+            )
+            return cur.rowcount > 0
 
     def notifications(self, limit: int = 100) -> list[Notification]:
         rows = self._db.execute(

@@ -49,6 +49,10 @@ class Settings:
     require_approval: bool = False
     analysis: AnalysisConfig = field(default_factory=AnalysisConfig)
     label_prefix: str = "preshift"
+    #: When this executor started: timeouts and the progress deadline count from here at the
+    #: earliest, so a webhook that was down longer than a deadline resumes its migrations
+    #: instead of rolling them all back (or failing their rollbacks) on its first tick.
+    resumed_at: float = 0.0
 
     @classmethod
     def from_config(cls, config: Config) -> Settings:
@@ -223,10 +227,15 @@ def _request(m: Migration, s: Settings, now: float) -> Decision | None:
     return _to(m, P.ROLLING_BACK, now, reason=why, request=None)
 
 
+def _since(m: Migration, s: Settings) -> float:
+    """Start of the current phase's clock (an executor restart restarts it)."""
+    return max(m.phase_since, s.resumed_at)
+
+
 def _deadline(m: Migration, s: Settings, now: float) -> Decision | None:
     if m.phase in NO_DEADLINE:
         return None
-    since = max(m.phase_since, float(m.data.get("progress_at", 0.0)))
+    since = max(m.phase_since, float(m.data.get("progress_at", 0.0)), s.resumed_at)
     if now - since <= s.progress_deadline:
         return None
     why = (f"no progress in {m.phase} for {now - since:.0f}s "
@@ -281,7 +290,7 @@ def _health_check(m: Migration, obs: Observation, s: Settings, now: float) -> De
         if s.require_approval:
             return _to(m, P.AWAITING_APPROVAL, now, approval="pending", note="healthy")
         return _to(m, P.ROUTING, now, note="healthy")
-    if now - m.phase_since > s.health_timeout:
+    if now - _since(m, s) > s.health_timeout:
         return _back(m, now, f"{m.canary_name} not healthy within {s.health_timeout:g}s "
                      f"(last probe: {obs.canary_health or c.state})")
     return IDLE
@@ -305,7 +314,7 @@ def _routing(m: Migration, obs: Observation, s: Settings, now: float) -> Decisio
             return _back(m, now, f"{m.canary_name} publishes no port HAProxy could reach")
         return _step(m, fx.AddServer(m.backend, m.canary_name, c.address, c.port), now)
     if not srv.up:  # a new server starts DOWN until HAProxy's own health checks pass
-        if now - m.phase_since > s.health_timeout:
+        if now - _since(m, s) > s.health_timeout:
             return _back(m, now, f"HAProxy's health checks of {m.backend}/{m.canary_name} did "
                          f"not pass within {s.health_timeout:g}s ({srv.status})")
         return IDLE
@@ -342,7 +351,9 @@ def _shifting(m: Migration, obs: Observation, s: Settings, now: float) -> Decisi
         if m.step >= len(s.step_weights) - 1:
             return _to(m, P.PROMOTED, now, weight=100, note=res.reason,
                        data={"last_check": check})
-        return _step(m, None, now, step=m.step + 1, note=res.reason, data={"last_check": check})
+        # step_at: without a traffic layer no weight step restarts the interval clock
+        return _step(m, None, now, step=m.step + 1, note=res.reason,
+                     data={"last_check": check, "step_at": now})
     if res.verdict == "hold":
         last = m.data.get("last_check") or {}
         if last.get("verdict") == "hold" and last.get("step") == m.step:
@@ -384,7 +395,7 @@ def _draining(m: Migration, obs: Observation, s: Settings, now: float) -> Decisi
     if not _alive(obs.source):  # already stopped (a crash after the effect) or gone
         return Decision(standby, note=f"{m.source_name} is already stopped")
     srv = obs.servers.get(m.source_name or "") if m.backend else None
-    if srv is not None and srv.sessions > 0 and now - m.phase_since < s.drain_timeout:
+    if srv is not None and srv.sessions > 0 and now - _since(m, s) < s.drain_timeout:
         return IDLE
     labels = {f"{s.label_prefix}.standby_for": m.id}
     return Decision(standby, fx.Standby(m.source_node or "", m.source_name or "", labels),

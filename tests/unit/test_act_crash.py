@@ -109,3 +109,25 @@ def test_cas_conflict_is_retried(tmp_path: Path) -> None:
         h.journal.update(stale, phase=P.ROLLING_BACK)
     assert e.value.retriable
     assert h.run().phase == P.SUCCEEDED
+
+
+def test_restart_after_an_outage_longer_than_the_deadline_resumes(tmp_path: Path) -> None:
+    """The webhook was down for longer than progress_deadline: a fresh executor resumes the
+    shift (its deadlines count from its own start) instead of rolling back at once."""
+    h = Harness(tmp_path / "j.sqlite3")
+    h.fire()
+    m = h.run(until=lambda m: m.phase == P.SHIFTING and m.step == 1)
+    h.clock.advance(h.config.migration.progress_deadline * 3)  # the outage
+    h.restart()
+    m = h.run()
+    assert m.phase == P.SUCCEEDED, m
+    assert "rolling_back" not in [s.phase for s in h.journal.steps(m.id)]
+
+
+def test_without_a_restart_a_stalled_shift_rolls_back(tmp_path: Path) -> None:
+    """The same gap seen by a running executor is a stall: the deadline rolls it back."""
+    h = Harness(tmp_path / "j.sqlite3")
+    h.fire()
+    h.run(until=lambda m: m.phase == P.SHIFTING and m.step == 1)
+    h.tick(h.config.migration.progress_deadline * 3)
+    assert h.m().phase == P.ROLLING_BACK

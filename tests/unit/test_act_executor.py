@@ -272,3 +272,35 @@ def test_observer_errors_do_not_stop_migrations(h: Harness) -> None:
     h.ex.intake.observer = Broken()
     h.fire()
     assert h.run().phase == P.SUCCEEDED
+
+
+def test_a_component_needing_two_moves_gets_them_one_after_another(tmp_path: Path) -> None:
+    """One alert instance, two plan entries: the second move starts from the then current
+    plan after the first succeeded (Alertmanager's repeats are duplicates and never would)."""
+    items = [move_item("web-1", "n2"), move_item("web-2", "n3")]
+    h = Harness(tmp_path / "j.sqlite3", items=items, replicas=2)
+    h.fire()
+    first = h.run()
+    assert first.phase == P.SUCCEEDED
+    for _ in range(5):
+        h.tick()
+    ms = h.journal.migrations()
+    assert len(ms) == 2, ms
+    second = h.run()
+    assert second.id != first.id and second.phase == P.SUCCEEDED
+    assert {first.source_name, second.source_name} == {"web-1", "web-2"}
+    outcome = h.journal.notifications()[0].outcome
+    assert outcome.startswith(f"migration {first.id} created"), outcome
+    assert f"reopened after migration {first.id}" in outcome
+
+
+def test_a_resolved_alert_is_not_reopened(tmp_path: Path) -> None:
+    items = [move_item("web-1", "n2"), move_item("web-2", "n3")]
+    h = Harness(tmp_path / "j.sqlite3", items=items, replicas=2)
+    h.fire()
+    h.run(until=lambda m: m.phase == P.STANDBY)
+    h.fire(status="resolved")
+    h.run()
+    for _ in range(5):
+        h.tick()
+    assert len(h.journal.migrations()) == 1

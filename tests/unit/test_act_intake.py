@@ -34,7 +34,7 @@ def test_duplicate_alert_is_idempotent(h: Harness) -> None:
     h.fire()
     h.ex.take_notifications()
     # A crash between creating the migration and marking the notification handled.
-    h.journal._db.execute("UPDATE notifications SET handled_at=NULL")
+    h.journal._db.execute("UPDATE notifications SET handled_at=NULL, outcome=NULL")
     h.ex.take_notifications()
     assert len(h.journal.migrations()) == 1
     assert outcomes(h)[-1].startswith("duplicate")
