@@ -55,3 +55,26 @@ def test_alertmanager_example_routes_the_discrepancy_alert_to_the_webhook() -> N
         capture_output=True, text=True, timeout=60,
     )
     assert other.stdout.strip() == "null", other.stdout + other.stderr
+
+
+def test_every_alert_has_a_runbook_section() -> None:
+    """Each alert's runbook_url points at a heading of docs/runbook.md (GitHub's anchors:
+    lower case, spaces to dashes, punctuation dropped)."""
+    import re
+
+    import yaml
+
+    runbook = (RULES.parent / "docs" / "runbook.md").read_text()
+    anchors = {re.sub(r"[^a-z0-9 -]", "", h.strip().lower()).replace(" ", "-")
+               for h in re.findall(r"^#+ (.+)$", runbook, flags=re.M)}
+    missing = []
+    for path in sorted(RULES.glob("*.yml")):
+        for group in yaml.safe_load(path.read_text())["groups"]:
+            for rule in group["rules"]:
+                if "alert" not in rule:
+                    continue
+                url = rule["annotations"]["runbook_url"]
+                assert url.startswith("docs/runbook.md#"), url
+                if url.split("#", 1)[1] not in anchors:
+                    missing.append(f"{path.name}: {rule['alert']} → {url}")
+    assert not missing, missing
