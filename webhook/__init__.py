@@ -45,8 +45,8 @@ def create_app(
     webhook.journal. `start_worker` starts the executor thread (off in most unit tests);
     `executor_factory(config, journal, *, observer)` builds the executor, by default
     $PRESHIFT_WEBHOOK_EXECUTOR_FACTORY (module:attribute) or
-    `webhook.worker.default_executor_factory` (preshift.act.factory.make_executor). `environ` is where secrets and $PRESHIFT_CONFIG
-    are read (default os.environ).
+    `webhook.worker.default_executor_factory` (preshift.act.factory.make_executor).
+    `environ` is where secrets and $PRESHIFT_CONFIG are read (default os.environ).
 
     Raises ConfigError (nothing started) when the configuration is invalid, no
     authentication is configured and webhook.allow_unauthenticated is false, or the
