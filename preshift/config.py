@@ -140,6 +140,17 @@ class DockerConfig(_Frozen):
     timeout: Duration = 10.0
 
 
+class SwarmConfig(_Frozen):
+    """Docker Swarm mode (`mode: swarm`): services are read and changed through a manager."""
+
+    manager: Name | None = Field(
+        None, description="the nodes[] entry whose engine is a swarm manager (mode swarm)",
+    )
+    wait: PositiveDuration = Field(
+        10.0, description="longest wait for Swarm to create, start or stop a task per step",
+    )
+
+
 class ExporterConfig(_Frozen):
     listen: str = "127.0.0.1:9731"
 
@@ -276,6 +287,11 @@ class Config(_Frozen):
     """The whole configuration."""
 
     nodes: tuple[NodeConfig, ...] = Field(min_length=1)
+    mode: Literal["docker", "swarm"] = Field(
+        "docker", description="docker: containers on plain engines; swarm: Swarm services "
+        "(replicas are tasks, changed through swarm.manager)",
+    )
+    swarm: SwarmConfig = SwarmConfig()
     services: dict[Name, ServiceConfig] = {}
     signals: tuple[SignalConfig, ...] = DEFAULT_SIGNALS
     risk_tolerance: float = Field(
@@ -312,6 +328,12 @@ class Config(_Frozen):
                     )
                 elif dep == svc:
                     problems.append(f"services.{svc}.depends_on: a service cannot depend on itself")
+        if self.mode == "swarm" and self.swarm.manager is None:
+            problems.append("swarm.manager: mode swarm needs the name of the nodes[] entry "
+                            "whose engine is a swarm manager, e.g. swarm: {manager: n1}")
+        elif self.swarm.manager is not None and self.swarm.manager not in names:
+            problems.append(f"swarm.manager: unknown node {self.swarm.manager!r}; use one of "
+                            f"the configured nodes {names}")
         if problems:
             raise ValueError("; ".join(problems))
         return self

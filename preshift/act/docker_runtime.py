@@ -113,7 +113,8 @@ class DockerRuntime:
                 cl.close()
 
     @contextlib.contextmanager
-    def _reading(self, node: str, what: str) -> Iterator[None]:
+    def reading(self, node: str, what: str) -> Iterator[None]:
+        """Docker/connection errors inside become SourceError naming the node and `what`."""
         try:
             yield
         except (docker.errors.DockerException, requests.RequestException, OSError) as exc:
@@ -122,7 +123,8 @@ class DockerRuntime:
                               retriable=_retriable(exc)) from exc
 
     @contextlib.contextmanager
-    def _changing(self, node: str, what: str) -> Iterator[None]:
+    def changing(self, node: str, what: str) -> Iterator[None]:
+        """Docker/connection errors (and SourceError) inside become ActionError."""
         try:
             yield
         except (docker.errors.DockerException, requests.RequestException, OSError) as exc:
@@ -135,7 +137,7 @@ class DockerRuntime:
     def _get(self, node: str, ref: str) -> Any | None:
         """The container object, or None when it does not exist (reading errors raise)."""
         cl = self.client(node)
-        with self._reading(node, f"inspect container {ref}"):
+        with self.reading(node, f"inspect container {ref}"):
             try:
                 return cl.containers.get(ref)
             except docker.errors.NotFound:
@@ -150,22 +152,22 @@ class DockerRuntime:
         self, source: Instance, node: str, name: str, labels: Mapping[str, str]
     ) -> Instance:
         what = f"clone {source.node}/{source.name} to {node}/{name}"
-        with self._changing(node, what):
+        with self.changing(node, what):
             existing = self._get(node, name)
             if existing is not None:
                 if existing.status != "running":
                     existing.start()
                 return self._must_inspect(node, name)
-        with self._changing(source.node, what):
+        with self.changing(source.node, what):
             src = self._get(source.node, source.container_id) or self._get(
                 source.node, source.name)
             if src is None:
                 raise ActionError(f"{what}: source container is gone", retriable=False)
             attrs = src.attrs
             bindings = self._target_bindings(attrs, source.node, node)
-            image = self._ensure_image(attrs, source.node, node)
+            image = self.ensure_image(attrs, source.node, node)
         config = clone_config(attrs, image, labels, bindings)
-        with self._changing(node, what):
+        with self.changing(node, what):
             target = self.client(node)
             try:
                 target.api.create_container_from_config(config, name=name)
@@ -193,7 +195,7 @@ class DockerRuntime:
         return "healthy"
 
     def start(self, node: str, name: str, restart_policy: str | None = None) -> Instance:
-        with self._changing(node, f"start container {name}"):
+        with self.changing(node, f"start container {name}"):
             c = self._get(node, name)
             if c is None:
                 raise ActionError(f"start {name} on node {node}: no such container")
@@ -207,7 +209,7 @@ class DockerRuntime:
 
     def standby(self, node: str, name: str, labels: Mapping[str, str]) -> None:
         # labels: Docker cannot relabel a container; the journal records them
-        with self._changing(node, f"put container {name} on standby"):
+        with self.changing(node, f"put container {name} on standby"):
             c = self._get(node, name)
             if c is None:
                 return
@@ -221,7 +223,7 @@ class DockerRuntime:
                 c.stop(timeout=int(grace if grace is not None else DEFAULT_STOP_TIMEOUT))
 
     def remove(self, node: str, name: str) -> None:
-        with self._changing(node, f"remove container {name}"):
+        with self.changing(node, f"remove container {name}"):
             c = self._get(node, name)
             if c is None:
                 return
@@ -282,25 +284,25 @@ class DockerRuntime:
                            "HostPort": b.get("HostPort", "")} for b in binds or ()]
         return out
 
-    def _ensure_image(self, attrs: Mapping[str, Any], source_node: str, node: str) -> str:
+    def ensure_image(self, attrs: Mapping[str, Any], source_node: str, node: str) -> str:
         """The image reference to create the clone from; copies the image from the source
         engine (save -> load, streamed, no registry) when the target lacks it."""
         image_id = str(attrs.get("Image", ""))
         ref = str((attrs.get("Config") or {}).get("Image") or image_id)
         target = self.client(node)
-        with self._changing(node, f"look up image {ref}"):
+        with self.changing(node, f"look up image {ref}"):
             by_ref = _image_id(target, ref)
             if by_ref == image_id:
                 return ref
             if _image_id(target, image_id) is not None:
                 return image_id  # the tag names another image there: use the exact one
         src = self.client(source_node)
-        with self._changing(source_node, f"read image {ref}"):
+        with self.changing(source_node, f"read image {ref}"):
             # save by tag only when the tag is this image on the source AND the target has
             # no such tag: loading moves the tag, and another image's tag must stay put
             save = ref if by_ref is None and _image_id(src, ref) == image_id else image_id
             stream = src.api.get_image(save)
-        with self._changing(node, f"copy image {ref} from node {source_node}"):
+        with self.changing(node, f"copy image {ref} from node {source_node}"):
             target.images.load(stream)
             if _image_id(target, image_id) is None:
                 raise ActionError(f"image {ref} ({image_id[:19]}) was loaded on node {node} "

@@ -32,7 +32,19 @@ def make_traffic(config: Config) -> Traffic:
 
 
 def make_runtime(config: Config) -> Runtime:
-    """The plain-Docker-engines runtime over the configured nodes."""
+    """The plain-Docker-engines runtime over the configured nodes (mode docker), or the
+    Swarm services runtime through swarm.manager (mode swarm)."""
+    if config.mode == "swarm":
+        from .swarm_runtime import SwarmRuntime
+
+        assert config.swarm.manager is not None  # Config checks it
+        return SwarmRuntime(config.nodes, config.swarm.manager,
+                            label_prefix=config.docker.label_prefix,
+                            timeout=config.docker.timeout,
+                            health_path=config.migration.health_path,
+                            wait=config.swarm.wait)
+    if config.mode != "docker":
+        raise ConfigError(f"mode: unknown mode {config.mode!r}; use docker or swarm")
     from .docker_runtime import DockerRuntime
 
     return DockerRuntime(config.nodes, label_prefix=config.docker.label_prefix,

@@ -470,7 +470,11 @@ def _restoring(m: Migration, obs: Observation, s: Settings, now: float) -> Decis
     done = list(m.data.get("done", ()))
     if m.backend:
         srv = obs.servers.get(src.name)
-        if srv is None:
+        # On Swarm a restored replica is a new task in the same slot, placed where Swarm
+        # chooses: when it came back on another node, its server is re-pointed there.
+        moved = (srv is not None and src.node != m.source_node and src.address is not None
+                 and (srv.address, srv.port) != (src.address, src.port))
+        if srv is None or moved:
             if src.address is None or src.port is None:
                 return _to(m, P.FAILED, now, reason=f"{src.name} publishes no port")
             return _step(m, fx.AddServer(m.backend, src.name, src.address, src.port), now)
