@@ -7,7 +7,8 @@ Modules: `payload` (the Alertmanager v4 model), `auth` (bearer/basic), `journal_
 journal per thread), `intake` (group-committed journal writes), `alerts` (POST
 /api/v1/alerts), `control` (the migrations API, health), `metrics` (/metrics, multiprocess
 aware, and the executor's observer), `worker` (the executor thread), `responses` (JSON
-answers), `cli` (`preshift webhook`, `preshift migrations`), `testing` (a trivial executor).
+answers), `status` (the operators' HTML page, `/`), `cli` (`preshift webhook`, `preshift
+migrations`), `testing` (a trivial executor).
 Everything is imported inside `create_app`, so importing `webhook` costs nothing.
 """
 
@@ -58,7 +59,7 @@ def create_app(
     from preshift.config import Config, load_config
     from preshift.errors import ActionError, ConfigError
 
-    from . import alerts, control, metrics, responses
+    from . import alerts, control, metrics, responses, status
     from .auth import Authenticator
     from .intake import Intake
     from .journal_ext import JournalExt
@@ -101,6 +102,7 @@ def create_app(
         cfg.max_body,
     ))
     control.init_app(app, auth)
+    status.init_app(app, auth, cfg.exporter_url, jpath, env)
 
     if start_worker:
         factory = executor_factory
