@@ -28,7 +28,7 @@ from .responses import json_response, unauthorized
 
 EXTENSION = "preshift.control.auth"
 MAX_LIMIT = 1000
-_ID = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
+_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")  # as config names allow
 _BOOL = {"true": True, "1": True, "yes": True, "false": False, "0": False, "no": False}
 
 bp = Blueprint("control", __name__)
@@ -73,7 +73,7 @@ class _Query:
         raw = request.args.get("limit")
         if raw is None:
             return default
-        if not raw.isdigit() or not 1 <= int(raw) <= MAX_LIMIT:
+        if not (raw.isascii() and raw.isdigit()) or not 1 <= int(raw) <= MAX_LIMIT:
             self.problems.append(f"limit: must be a whole number from 1 to {MAX_LIMIT} "
                                  f"(got {raw!r})")
             return default

@@ -98,6 +98,13 @@ def parse_footprint(doc: Any) -> list[PlanItem]:
     plan = doc.get("plan")
     if plan is None:
         return []  # no assessment yet: nothing to do
+    if isinstance(plan, dict) and plan.get("stale") is True:
+        # Fail-safe: the exporter kept its last plan because its inputs could not be trusted
+        # (docs/exporter-api.md, "When the plan is stale"); nothing is decided from it.
+        # Retriable: the notification is tried again until the plan is fresh (or the
+        # deadline). A node merely unreachable does not make the plan stale.
+        raise SourceError(SOURCE, "the exporter's plan is stale (it could not assess from "
+                          "fresh inputs); no migration is decided from it")
     if not isinstance(plan, dict) or not isinstance(plan.get("entries"), list):
         raise _bad("footprint.plan.entries", "must be a list", plan)
     comps = doc.get("components") or {}

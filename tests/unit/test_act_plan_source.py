@@ -97,3 +97,14 @@ def test_exporter_unreachable() -> None:
     with pytest.raises(SourceError) as e:
         ExporterPlanSource("http://127.0.0.1:9", timeout=0.5).fetch()
     assert e.value.retriable
+
+
+def test_a_stale_plan_decides_nothing_but_a_stale_node_does_not_block() -> None:
+    """Fail-safe: the exporter kept its last plan (inputs not trusted) → a retriable error,
+    so the notification waits for a fresh plan; one unreachable node (doc.stale) is fine."""
+    stale_plan = {**DOC, "plan": {**DOC["plan"], "stale": True}}
+    with pytest.raises(SourceError, match="stale") as info:
+        parse_footprint(stale_plan)
+    assert info.value.retriable
+    assert len(parse_footprint({**DOC, "stale": True, "plan": {**DOC["plan"],
+                                                                 "stale": False}})) == 2
