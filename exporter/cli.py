@@ -42,7 +42,7 @@ class Adapters:
 
     prometheus: Any  # sense.prometheus.PrometheusClient
     signals: Any  # sense.signals.SignalHistory
-    inventory: Any  # sense.docker_engine.EngineInventory
+    inventory: Any  # sense.docker_engine.EngineInventory (sense.swarm_inventory in mode swarm)
     ledger: Any  # sense.failures.FailureLedger
     watcher: Any  # sense.events.FailureWatcher
     fitter: ProcessFitter  # ETS fits in a child process (see exporter/fitworker.py)
@@ -68,10 +68,25 @@ class Adapters:
                 log.debug("closing %r failed", closable, exc_info=True)
 
 
+def make_inventory(config: Config, client_factory: Any = None) -> Any:
+    """Mode docker: every node's engine. Mode swarm: the same, plus one read of the swarm
+    manager per refresh (failure domains from swarm node labels, spec replicas as the
+    intended counts; see preshift/sense/swarm_inventory.py)."""
+    prefix, timeout = config.docker.label_prefix, config.docker.timeout
+    if config.mode == "swarm":
+        from preshift.sense.swarm_inventory import SwarmInventory
+
+        assert config.swarm.manager is not None  # Config checks it
+        return SwarmInventory(config.nodes, config.swarm.manager, prefix, timeout=timeout,
+                              client_factory=client_factory)
+    from preshift.sense.docker_engine import EngineInventory
+
+    return EngineInventory(config.nodes, prefix, timeout=timeout, client_factory=client_factory)
+
+
 def build_adapters(config: Config, environ: Mapping[str, str], now: float) -> Adapters:
     """Connect nothing yet: every adapter connects lazily and bounds its calls by a timeout."""
     # Imported here: docker-py and requests are only needed by the command that runs.
-    from preshift.sense.docker_engine import EngineInventory
     from preshift.sense.events import FailureWatcher
     from preshift.sense.failures import FailureLedger
     from preshift.sense.prometheus import PrometheusClient
@@ -82,9 +97,7 @@ def build_adapters(config: Config, environ: Mapping[str, str], now: float) -> Ad
     signals = SignalHistory(
         config.signals, prometheus, config.prometheus.step, config.prometheus.history
     )
-    inventory = EngineInventory(
-        config.nodes, config.docker.label_prefix, timeout=config.docker.timeout
-    )
+    inventory = make_inventory(config)
     ledger = FailureLedger()
     # Replay the engines' recent events: the ledger drops those the restored counters
     # already hold, whether the restore comes first or (Prometheus down) later.

@@ -108,6 +108,8 @@ class RefreshLoop:
         self._signal_series: Mapping[str, int] = dict.fromkeys(self._enabled_signals, 0)
         self._signal_points: Mapping[str, int] = dict(self._signal_series)
         self._failure_counts: FailureCounts = EMPTY_FAILURES
+        #: intended replicas per component, when the inventory knows them (mode swarm)
+        self._intended: Mapping[str, int] | None = None
         # Bookkeeping across refreshes.
         self._stage_success: dict[str, float] = dict.fromkeys(STAGES, 0.0)
         self._errors_total: Counter[str] = Counter({s: 0 for s in STAGES})
@@ -255,6 +257,7 @@ class RefreshLoop:
             if not n.reachable and n.name not in errors:
                 errors[n.name] = n.error or "unreachable"
         self._footprint, self._node_errors = fp, errors
+        self._intended = result.intended
         for r in fp.replicas:
             self._components.add(r.component)
             self._pairs.add((r.component, r.node))
@@ -265,9 +268,14 @@ class RefreshLoop:
         self._unreachable = down
         if fp.nodes and len(down) == len(fp.nodes):
             return Status.FAILED, f"no Docker engine answered ({len(down)} nodes unreachable)"
+        # another source of the inventory (the swarm manager) failing keeps its last good data
+        problems = [f"{source}: {message}" for source, message in
+                    sorted(result.source_errors.items())]
         if errors:
-            return Status.PARTIAL, f"{len(errors)} of {len(fp.nodes)} nodes not fully read: " + \
-                ", ".join(sorted(errors))
+            problems.insert(0, f"{len(errors)} of {len(fp.nodes)} nodes not fully read: "
+                            + ", ".join(sorted(errors)))
+        if problems:
+            return Status.PARTIAL, "; ".join(problems)
         return Status.OK, None
 
     def _tell_watcher(
@@ -351,7 +359,8 @@ class RefreshLoop:
                     if self._assessment is not None else "none made yet")
             return Status.FAILED, f"not assessed: {why}; {kept}"
         assessment = self._assessor.assess(
-            self._footprint, self._signals.series(), self._failure_counts.recent, now
+            self._footprint, self._signals.series(), self._failure_counts.recent, now,
+            intended=self._intended,
         )
         self._assessment = assessment
         self._assess_timings = {f"assess_{k}": v for k, v in assessment.timings.items()}

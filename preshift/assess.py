@@ -153,9 +153,13 @@ class Assessor:
         series: Mapping[SeriesKey, tuple[npt.ArrayLike, npt.ArrayLike]],
         failure_events: Iterable[FailureEvent],
         now: float,
+        *,
+        intended: Mapping[str, int] | None = None,
     ) -> Assessment:
         """Forecast every series, score every replica and node, plan. `failure_events` may
-        repeat earlier ones (e.g. the ledger's recent events every refresh): they count once."""
+        repeat earlier ones (e.g. the ledger's recent events every refresh): they count once.
+        `intended`: replicas per component as the orchestrator wants them (Swarm's spec
+        replicas); a component it leaves out counts its running non-spare replicas."""
         t0 = time.perf_counter()
         forecasts, stats, breach, quality = self._forecast(series, now)
         t1 = time.perf_counter()
@@ -178,7 +182,8 @@ class Assessor:
         left = self._recently_left(footprint, now)
         plan = make_plan(
             footprint, scores, self.settings, services=self.config.services,
-            intended=self._intended(footprint), recently_left=left, correlations=correlations,
+            intended={**self._intended(footprint), **(intended or {})}, recently_left=left,
+            correlations=correlations,
         )
         t3 = time.perf_counter()
         self._moving = {(e.component, e.from_node) for e in plan.entries

@@ -38,6 +38,9 @@ from .ports import InventoryResult
 log = logging.getLogger(__name__)
 
 ClientFactory = Callable[[str, float], Any]  # (url, timeout) -> docker.DockerClient
+#: (node, engine info) -> extra `<prefix>.*` labels that count only where the engine has none
+#: (Swarm mode: the swarm node's labels, see swarm_inventory.py)
+LabelFallback = Callable[[NodeConfig, Mapping[str, Any]], Mapping[str, str]]
 
 _HEALTH = re.compile(r"\((healthy|unhealthy|health: starting)\)")
 
@@ -128,8 +131,12 @@ class EngineInventory:
         label_prefix: str = "preshift",
         timeout: float = 10,
         client_factory: ClientFactory | None = None,
+        label_fallback: LabelFallback | None = None,
     ) -> None:
+        """`label_fallback` gives failure-domain labels for a node whose configuration and
+        engine labels leave a field out (consulted on every read of the node)."""
         self.nodes = tuple(nodes)
+        self._fallback = label_fallback
         self.label_prefix = label_prefix
         self.service_label = f"{label_prefix}.service"
         self.timeout = float(timeout)
@@ -197,6 +204,8 @@ class EngineInventory:
             info = client.info()
             listing = client.api.containers(all=True, filters={"label": self.service_label})
             labels = engine_labels(info.get("Labels"))
+            if self._fallback is not None:  # the engine's own labels win over the fallback's
+                labels = {**self._fallback(cfg, info), **labels}
             node = Node(
                 name=cfg.name, url=cfg.url, labels=node_labels(cfg, labels, self.label_prefix),
                 reachable=True, engine_id=info.get("ID"), hostname=info.get("Name"),
@@ -226,7 +235,8 @@ class EngineInventory:
         with self._lock:
             last = self._last.get(cfg.name)
         if last is None:
-            labels = node_labels(cfg, {}, self.label_prefix)
+            fallback = self._fallback(cfg, {}) if self._fallback is not None else {}
+            labels = node_labels(cfg, fallback, self.label_prefix)
             return Node(name=cfg.name, url=cfg.url, labels=labels, reachable=answered,
                         error=error), ()
         old = last.node

@@ -23,6 +23,12 @@ class InventoryResult:
 
     footprint: Footprint
     errors: Mapping[str, str] = field(default_factory=dict)  # node -> message
+    #: sources other than a node that could not be read this time (e.g. "swarm" -> message);
+    #: what they give is kept from their last good read
+    source_errors: Mapping[str, str] = field(default_factory=dict)
+    #: component -> intended replica count when the inventory knows it (Swarm: the services'
+    #: spec replicas, scale-up spares left out); None: the assessor counts running replicas
+    intended: Mapping[str, int] | None = None
 
 
 class Inventory(Protocol):
