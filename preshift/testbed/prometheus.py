@@ -53,6 +53,10 @@ def prometheus_config(
             },
         ],
     }
+    cfg["scrape_configs"] += [
+        {"job_name": job, "static_configs": [{"targets": [target]}]}
+        for job, target in spec.extra_scrape
+    ]
     if spec.alertmanager_port is not None:
         # alerts of the loaded rules go to the testbed's Alertmanager (tb.start_alertmanager)
         cfg["alerting"] = {"alertmanagers": [{

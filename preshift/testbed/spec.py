@@ -122,6 +122,9 @@ class TestbedSpec:
     rule_files: tuple[Path, ...] = field(default=())
     #: Where the testbed's Alertmanager listens (127.0.0.1); Prometheus sends alerts there.
     alertmanager_port: int | None = None
+    #: More scrape jobs for the testbed's Prometheus: (job name, loopback HOST:PORT), e.g. the
+    #: webhook ("preshift-webhook", "127.0.0.1:9733") or HAProxy's stats frontend.
+    extra_scrape: tuple[tuple[str, str], ...] = field(default=())
 
     def __post_init__(self) -> None:
         problems = []
@@ -138,6 +141,10 @@ class TestbedSpec:
             problems.append(f"prometheus_port {self.prometheus_port}: use 1024..65535")
         if self.alertmanager_port is not None and not 1024 <= self.alertmanager_port <= 65535:
             problems.append(f"alertmanager_port {self.alertmanager_port}: use 1024..65535")
+        for job, target in self.extra_scrape:
+            if not re.match(r"^[a-z][a-z0-9_-]{0,40}$", job) or not target.startswith("127."):
+                problems.append(f"extra_scrape ({job!r}, {target!r}): use a job name and a "
+                                "loopback 127.x.y.z:PORT")
         for name in ("exporter_address", "simulator_address"):
             host, sep, port = getattr(self, name).rpartition(":")
             if not sep or not host or not port.isdigit():
@@ -148,6 +155,8 @@ class TestbedSpec:
         object.__setattr__(self, "base_dir", Path(self.base_dir))
         object.__setattr__(self, "run_dir", Path(self.run_dir))
         object.__setattr__(self, "rule_files", tuple(Path(p) for p in self.rule_files))
+        object.__setattr__(self, "extra_scrape", tuple((str(j), str(t))
+                                                       for j, t in self.extra_scrape))
 
     # per-prefix locations
     @property
@@ -273,6 +282,7 @@ class TestbedSpec:
             "simulator_address": self.simulator_address,
             "rule_files": [str(p) for p in self.rule_files],
             "alertmanager_port": self.alertmanager_port,
+            "extra_scrape": [list(x) for x in self.extra_scrape],
         }
 
     @classmethod

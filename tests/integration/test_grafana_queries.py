@@ -4,8 +4,9 @@ testbed's real Prometheus scraping the real exporter: Prometheus' own parser mus
 one (status success), and each query over the exporter's metrics (and the recording rules
 over them) must return data once a few replicas of `web` run and have scores.
 
-The webhook is not scraped in the testbed, so the queries over preshift_webhook_* metrics (and
-`up{job="preshift-webhook"}`) cannot return data here: they are only checked to parse. So are
+The webhook is not scraped in this testbed, so the queries over preshift_webhook_* metrics
+(and `up{job="preshift-webhook"}`) are only checked to parse here; test_migration_e2e.py
+checks that they return data after real migrations (its Prometheus scrapes the webhook). So are
 the ones that are empty by design in a steady world: the plan's entries (absent when the plan
 is empty) and ALERTS (no alert fires)."""
 

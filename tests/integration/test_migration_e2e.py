@@ -157,6 +157,7 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
     spec = TestbedSpec(
         prefix=PREFIX, subnet=SUBNET, prometheus_port=PROM_PORT, alertmanager_port=AM_PORT,
         exporter_address=EXPORTER, simulator_address=SIMULATOR,
+        extra_scrape=(("preshift-webhook", WEBHOOK),),
         rule_files=tuple(sorted((ROOT / "rules").glob("*.yml"))),
     )
     tb = Testbed(spec)
@@ -377,3 +378,26 @@ def test_dry_run_and_duplicates_change_nothing(stack: Stack) -> None:
             c: {n: s.weight for n, s in v.items()} for c, v in before_servers.items()}
     finally:
         proc.stop()
+
+
+def test_grafana_webhook_panels_show_the_migrations(stack: Stack) -> None:
+    """After the migrations above, every Grafana query over the webhook's metrics (scraped
+    by the testbed's Prometheus as job preshift-webhook) is accepted and returns data, except
+    those that by design show only what did not happen here (rejected notifications)."""
+    from tests.unit.test_grafana import committed, load_build, metric_names
+
+    build = load_build()
+    queries = [(f"{name} {where}", build.substitute(expr))
+               for name, doc in committed().items() for where, expr in build.queries(doc)]
+    webhook = [(w, q) for w, q in queries if "preshift_webhook_" in q or "preshift-webhook" in q]
+    assert len(webhook) >= 10, webhook
+    # nothing was rejected, so that labelled counter has no series at all
+    may_be_empty = {"preshift_webhook_notifications_rejected_total"}
+    prom = stack.tb.prometheus_url
+    empty = []
+    for where, q in webhook:
+        r = requests.get(f"{prom}/api/v1/query", params={"query": q}, timeout=10).json()
+        assert r["status"] == "success", (where, q, r)
+        if not r["data"]["result"] and not metric_names(q) & may_be_empty:
+            empty.append((where, q))
+    assert not empty, empty
