@@ -32,7 +32,7 @@ STACK_ENV = {
 def _tool(name: str) -> str:
     path = shutil.which(name) or (f"/usr/bin/{name}" if Path(f"/usr/bin/{name}").exists() else None)
     if path is None:
-        pytest.skip(f"{name} is not installed (scripts/bootstrap installs it)")
+        pytest.fail(f"{name} is not installed (scripts/bootstrap installs it)")
     return path
 
 
