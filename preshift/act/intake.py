@@ -131,7 +131,7 @@ class Intake:
             later = len(items) - k - 1
             if later:
                 notes.append(f"{later} more entr{'y' if later == 1 else 'ies'} for {comp} "
-                             "wait for a later alert")
+                             "follow once this one succeeds (the alert is reopened)")
             return "; ".join([head, *notes])
         return "no migration: " + "; ".join(notes)
 
