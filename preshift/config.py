@@ -37,6 +37,8 @@ ENV_NOT_OVERRIDES = frozenset({
 })
 
 Duration = Annotated[float, BeforeValidator(parse_duration)]
+#: Floor of the default migration.max_plan_age: a refresh at scale takes tens of seconds.
+MIN_PLAN_AGE = 60.0
 
 
 def _positive(v: float) -> float:
@@ -249,6 +251,10 @@ class MigrationConfig(_Frozen):
     cooldown: Duration = Field(300.0, description="per service, after a migration ends")
     max_moves_per_node_per_hour: int = Field(6, ge=0, le=10_000)
     move_stateful: bool = False
+    max_plan_age: PositiveDuration | None = Field(
+        None, description="a plan assessed longer ago than this (by the webhook's clock) is "
+        "not acted on; default: 4 x refresh_interval, at least 60 s",
+    )
 
     @field_validator("step_weights")
     @classmethod
@@ -328,6 +334,11 @@ class Config(_Frozen):
                     )
                 elif dep == svc:
                     problems.append(f"services.{svc}.depends_on: a service cannot depend on itself")
+        age = self.migration.max_plan_age
+        if age is not None and age <= self.refresh_interval:
+            problems.append(f"migration.max_plan_age: {age:g} s would refuse every plan: it "
+                            f"must exceed refresh_interval ({self.refresh_interval:g} s), e.g. "
+                            f"{max(4 * self.refresh_interval, 60.0):g}s")
         if self.mode == "swarm" and self.swarm.manager is None:
             problems.append("swarm.manager: mode swarm needs the name of the nodes[] entry "
                             "whose engine is a swarm manager, e.g. swarm: {manager: n1}")
@@ -337,6 +348,13 @@ class Config(_Frozen):
         if problems:
             raise ValueError("; ".join(problems))
         return self
+
+    def plan_age_limit(self) -> float:
+        """Oldest plan (seconds since the exporter assessed it) the webhook acts on: a plan
+        normally is at most one refresh interval plus one refresh old; older means the
+        exporter's refresh is stuck or its clock is off."""
+        age = self.migration.max_plan_age
+        return age if age is not None else max(4 * self.refresh_interval, MIN_PLAN_AGE)
 
     def service(self, name: str) -> ServiceConfig:
         """Settings of a service; undeclared services get the defaults."""

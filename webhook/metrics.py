@@ -25,6 +25,7 @@ from flask import Blueprint, Flask, Response, current_app
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 from prometheus_client.exposition import CONTENT_TYPE_PLAIN_0_0_4
 
+from preshift.act.events import WITHHELD_REASONS
 from preshift.act.journal import Migration
 from preshift.act.phases import TERMINAL, Phase
 
@@ -85,6 +86,15 @@ FAMILIES: tuple[tuple[str, str, str, tuple[str, ...], dict[str, Any]], ...] = (
     ("gauge", "executor_last_tick_timestamp_seconds",
      "When the leader's executor last finished a tick (Unix time).", (),
      {"multiprocess_mode": "livemostrecent"}),
+    ("counter", "decisions_withheld",
+     "Attempts to handle a firing alert that took no decision because the data was not to be "
+     "trusted, by reason (plan_unavailable, plan_invalid, plan_stale, plan_too_old, "
+     "runtime_unavailable); a retriable one is tried again every few seconds until "
+     "migration.progress_deadline.", ("reason",), {}),
+    ("gauge", "plan_age_seconds",
+     "Age of the exporter's plan (this webhook's clock minus plan.assessed_at) when intake "
+     "last read it; read only while alerts are handled.", (),
+     {"multiprocess_mode": "livemostrecent"}),
 )
 
 _KINDS = {"counter": Counter, "gauge": Gauge, "histogram": Histogram}
@@ -128,6 +138,8 @@ class WebhookMetrics:
             self.m["migrations_finished"].labels(r)
         for r in ("ok", "error"):
             self.m["executor_ticks"].labels(r)
+        for r in WITHHELD_REASONS:
+            self.m["decisions_withheld"].labels(r)
 
     # intake ----------------------------------------------------------------------------
 
@@ -177,8 +189,8 @@ class WebhookMetrics:
 
 
 class MetricsObserver:
-    """The executor's observer (the Protocol `on_step` / `on_phase` in the executor): turns
-    its events into metrics. Called in the executor thread of the leader."""
+    """The executor's observer (the Protocol in preshift/act/events.py): turns its events
+    into metrics. Called in the executor thread of the leader."""
 
     def __init__(self, metrics: WebhookMetrics, *, clock: Any = time.time) -> None:
         self.metrics = metrics
@@ -202,6 +214,13 @@ class MetricsObserver:
                     max(0.0, end - m_new.created_at)
                 )
         self.metrics.weight(m_new)
+
+    def on_plan(self, age: float) -> None:
+        self.metrics.m["plan_age_seconds"].set(age)
+
+    def on_withheld(self, reason: str) -> None:
+        if reason in WITHHELD_REASONS:  # a fixed set: never a series per message
+            self.metrics.m["decisions_withheld"].labels(reason).inc()
 
 
 bp = Blueprint("metrics", __name__)

@@ -13,8 +13,15 @@ A firing alert for component C (label `component`, else `service`):
    (a component gets one migration at a time, so the others would be refused anyway).
 
 A resolved alert cancels that alert's migrations still PLANNED. The returned text is the
-notification's outcome in the journal. SourceError from the plan or the runtime propagates:
-the executor retries the notification at a later tick.
+notification's outcome in the journal.
+
+Fail-safe: no decision from data that cannot be trusted. The plan must be there, fresh
+(`plan.stale` false) and assessed at most `migration.max_plan_age` ago by this webhook's
+clock; the source replica of a move must be readable. Otherwise intake withholds the decision:
+it tells the observer why (`on_withheld`, one of events.WITHHELD_REASONS) and raises the
+SourceError, which the executor retries at a later tick (until its progress deadline) when
+it is retriable. An entry whose source cannot be read is passed over for the next one; the
+error propagates only when no entry became a migration.
 """
 
 from __future__ import annotations
@@ -28,7 +35,7 @@ from . import safety
 from .events import NoObserver, Observer
 from .journal import Journal
 from .phases import Phase
-from .plan_source import PlanSource
+from .plan_source import PlanError, PlanSource
 from .ports import Instance, Runtime
 from .records import Migration, Notification, PlanItem, new_migration_id
 
@@ -39,6 +46,14 @@ def component_of(n: Notification) -> str:
     """The component an alert is about: label `component`, else `service`, else the journaled
     column (the webhook fills it from the same labels)."""
     return n.labels.get("component") or n.labels.get("service") or n.component or ""
+
+
+def _plan_reason(exc: SourceError) -> str:
+    """The withheld reason of an error from reading the plan."""
+    reason = getattr(exc, "reason", None)
+    if isinstance(reason, str):
+        return reason
+    return "plan_unavailable" if exc.retriable else "plan_invalid"
 
 
 def _describe(item: PlanItem) -> str:
@@ -102,18 +117,30 @@ class Intake:
             # active: it is being handled; ended otherwise (rolled back, failed, cancelled,
             # dry run): not retried for the same alert instance — a new one retries
             return f"duplicate: migration {existing[0].id} exists for this alert"
-        if self._plan is None:
-            self._plan = self.plans.fetch()
-        items = sorted((i for i in self._plan if i.component == comp),
-                       key=lambda i: -i.priority)
+        if self.journal.resolved(n.alert_key):
+            # HA peers and retries reorder: this alert ended before its firing copy was handled
+            return "ignored: this alert has already resolved"
+        try:
+            plan = self._read_plan()
+        except SourceError as exc:
+            self._withheld(_plan_reason(exc))
+            raise
+        items = sorted((i for i in plan if i.component == comp), key=lambda i: -i.priority)
         if not items:
             return f"nothing to do: the plan has no entry for {comp}"
         now = self.clock()
         mc = self.config.migration
         recent = self.journal.migrations(since=now - safety.window(mc), limit=10_000)
         notes: list[str] = []
+        unread: SourceError | None = None
         for k, item in enumerate(items):
-            source, copy_from, running, stale = self._live(item)
+            try:
+                source, copy_from, running, stale = self._live(item)
+            except SourceError as exc:
+                # Not known, so not decided; a lower-priority entry may still be checked.
+                unread = unread or exc
+                notes.append(f"not checked {_describe(item)}: {exc}")
+                continue
             if stale:
                 notes.append(f"skipped {_describe(item)}: {stale}")
                 continue
@@ -133,22 +160,67 @@ class Intake:
                 notes.append(f"{later} more entr{'y' if later == 1 else 'ies'} for {comp} "
                              "follow once this one succeeds (the alert is reopened)")
             return "; ".join([head, *notes])
+        if unread is not None:
+            self._withheld("runtime_unavailable")
+            raise unread
         return "no migration: " + "; ".join(notes)
 
-    def _inspect(self, node: str, name: str) -> Instance | None:
+    def _read_plan(self) -> Sequence[PlanItem]:
+        """The plan, read once per tick; its age is checked at every use (fail-safe: a plan
+        the exporter claims fresh may come from a refresh thread that hangs, or a clock off)."""
+        if self._plan is None:
+            self._plan = self.plans.fetch()
+            age = self._age(self._plan)
+            if age is not None:
+                self._tell("on_plan", age)
+        age = self._age(self._plan)
+        limit = self.config.plan_age_limit()
+        if age is not None and abs(age) > limit:
+            when = (f"{age:.0f} s ago" if age > 0
+                    else f"{-age:.0f} s in the future (the clocks disagree)")
+            raise PlanError(f"the exporter's plan was assessed {when}, more than "
+                            f"migration.max_plan_age ({limit:g} s): its refresh may be stuck "
+                            "or its clock off; no migration is decided from it",
+                            reason="plan_too_old")
+        return self._plan
+
+    def _age(self, plan: Sequence[PlanItem]) -> float | None:
+        assessed_at = getattr(plan, "assessed_at", None)  # a StaticPlanSource's has none
+        return None if assessed_at is None else self.clock() - assessed_at
+
+    def _withheld(self, reason: str) -> None:
+        log.info("intake: decision withheld (%s)", reason)
+        self._tell("on_withheld", reason)
+
+    def _tell(self, hook: str, *args: object) -> None:
+        """Call an optional observer hook (observers written before it may lack it)."""
+        fn = getattr(self.observer, hook, None)
+        if fn is None:
+            return
+        try:
+            fn(*args)
+        except Exception:  # metrics never stop a decision
+            log.exception("observer.%s failed", hook)
+
+    def _inspect(self, node: str, name: str, errors: list[SourceError]) -> Instance | None:
+        """The instance, or None when it is gone or cannot be read (the error is kept)."""
         try:
             return self.runtime.inspect(node, name)
         except SourceError as exc:
             log.info("intake: cannot inspect %s on %s: %s", name, node, exc)
+            errors.append(exc)
             return None
 
     def _live(
         self, item: PlanItem
     ) -> tuple[Instance | None, list[list[str]], int, str | None]:
-        """(source, copy candidates, running replicas now, why stale or None)."""
+        """(source, copy candidates, running replicas now, why stale or None). Raises
+        SourceError when what decides (a move's source, or every copy candidate) is unread.
+        An unreadable replica other than those counts as not running: fewer, never more."""
         seen: dict[tuple[str, str], Instance | None] = {}
+        errors: list[SourceError] = []
         for r in item.replicas:
-            seen[(r.node, r.name)] = self._inspect(r.node, r.name)
+            seen[(r.node, r.name)] = self._inspect(r.node, r.name, errors)
         if item.action == "move":
             assert item.from_node is not None  # parse_footprint checks it
             # Read errors propagate here: without knowing, retrying beats guessing "stale".
@@ -165,6 +237,8 @@ class Intake:
         order = sorted(seen.items(), key=lambda kv: kv[0] != (item.from_node, item.replica))
         live = [i for _, i in order if i is not None and i.running
                 and i.component == item.component]
+        if not live and errors:
+            raise errors[0]  # "nothing to copy" would be a guess
         if not live:
             return None, [], 0, f"no running replica of {item.component} to copy"
         return live[0], [[i.node, i.name] for i in live], len(live), None

@@ -56,6 +56,7 @@ CREATE TABLE IF NOT EXISTS notifications (
     outcome TEXT
 );
 CREATE INDEX IF NOT EXISTS notifications_unhandled ON notifications(id) WHERE handled_at IS NULL;
+CREATE INDEX IF NOT EXISTS notifications_alert ON notifications(fingerprint, starts_at);
 CREATE TABLE IF NOT EXISTS migrations (
     id TEXT PRIMARY KEY,
     alert_key TEXT,
@@ -227,6 +228,13 @@ class Journal:
                 (outcome, fingerprint, starts_at, fingerprint, starts_at),
             )
             return cur.rowcount > 0
+
+    def resolved(self, alert_key: str) -> bool:
+        """True when a resolved notification of this alert instance is journaled."""
+        fingerprint, _, starts_at = alert_key.partition("|")
+        return self._db.execute(
+            "SELECT 1 FROM notifications WHERE status='resolved' AND fingerprint=? "
+            "AND starts_at=? LIMIT 1", (fingerprint, starts_at)).fetchone() is not None
 
     def notifications(self, limit: int = 100) -> list[Notification]:
         rows = self._db.execute(

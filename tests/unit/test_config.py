@@ -150,3 +150,29 @@ def test_format_duration() -> None:
     assert format_duration(90) == "1m30s"
     assert format_duration(0.25) == "250ms"
     assert format_duration(3600) == "1h"
+
+
+def test_max_plan_age_follows_the_refresh_interval_and_is_checked() -> None:
+    base = {"nodes": [{"name": "n1", "url": "unix:///run/n1.sock"}]}
+    assert parse_config(base).plan_age_limit() == 60.0  # 4 × 15 s is below the 60 s floor
+    assert parse_config({**base, "refresh_interval": "30s"}).plan_age_limit() == 120.0
+    assert parse_config({**base, "migration": {"max_plan_age": "90s"}}).plan_age_limit() == 90
+    example = load_config(ROOT / "config.example.yaml", environ={})
+    assert example.migration.max_plan_age == 60.0
+    for bad, says in [("10s", "must exceed refresh_interval"), (0, "greater than 0"),
+                      ("soon", "not a duration")]:
+        with pytest.raises(ConfigError) as err:
+            parse_config({**base, "migration": {"max_plan_age": bad}})
+        assert "migration.max_plan_age" in str(err.value) and says in str(err.value), bad
+
+
+def test_config_show_hides_url_passwords(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from click.testing import CliRunner
+
+    from preshift.config_cli import config_group
+
+    monkeypatch.delenv("PRESHIFT_PROMETHEUS_URL", raising=False)
+    path = write(tmp_path, MINIMAL + "prometheus: {url: 'http://ops:s3cr%40t@prom:9090'}\n")
+    out = CliRunner().invoke(config_group, ["show", str(path)])
+    assert out.exit_code == 0, out.output
+    assert "s3cr" not in out.output and "http://ops:***@prom:9090" in out.output
