@@ -82,6 +82,9 @@ keepalive = 5  # Alertmanager reuses its connections; a benchmark client too
 timeout = 30  # a worker silent this long is killed and replaced
 graceful_timeout = 10  # SIGTERM: finish requests and the executor's current tick
 preload_app = False
+#: gunicorn's default access-log format without `%(u)s`: that field is the user name of any
+#: basic-auth header, i.e. whatever a client sent, a password pasted in the wrong box included.
+access_log_format = '%(h)s %(l)s - %(t)s "%(r)s" %(s)s %(b)s "%(f)s" "%(a)s"'
 accesslog = "-" if os.environ.get("PRESHIFT_WEBHOOK_ACCESS_LOG", "") not in ("", "0") else None
 errorlog = "-"
 proc_name = "preshift-webhook"

@@ -9,6 +9,13 @@ target node's address.
 
 Errors: reading raises SourceError, changing raises ActionError; both name the node and
 container, and are retriable unless Docker refused the request itself (4xx).
+
+Only Preshift's containers are changed: before start, standby, remove (and before reusing an
+existing container under a canary's name) the target must carry the
+component label `<prefix>.service`, and a reused canary also the migration label the
+executor set. Otherwise a non-retriable ActionError names the container and the missing
+label, and nothing is called on the engine (defence in depth: intake already skips
+replicas whose component label does not match the plan).
 """
 
 from __future__ import annotations
@@ -63,6 +70,7 @@ class DockerRuntime:
         self.nodes = {n.name: n for n in nodes}
         self.label_prefix = label_prefix
         self.service_label = f"{label_prefix}.service"
+        self.migration_label = f"{label_prefix}.migration"
         self.timeout = float(timeout)
         self.health_path = health_path
         self.probe_timeout = float(probe_timeout)
@@ -155,6 +163,11 @@ class DockerRuntime:
         with self.changing(node, what):
             existing = self._get(node, name)
             if existing is not None:
+                # a container of that name that another migration (or someone else) made
+                # is never started or adopted as this migration's canary
+                want = labels.get(self.migration_label)
+                self._check_ours(existing, node, name, what, {self.migration_label: want}
+                                 if want else {})
                 if existing.status != "running":
                     existing.start()
                 return self._must_inspect(node, name)
@@ -199,6 +212,7 @@ class DockerRuntime:
             c = self._get(node, name)
             if c is None:
                 raise ActionError(f"start {name} on node {node}: no such container")
+            self._check_ours(c, node, name, "start")
             if restart_policy not in (None, "", "no"):
                 c.update(restart_policy=parse_restart_policy(restart_policy))
             if c.status == "paused":
@@ -213,6 +227,7 @@ class DockerRuntime:
             c = self._get(node, name)
             if c is None:
                 return
+            self._check_ours(c, node, name, "standby")
             host = c.attrs.get("HostConfig") or {}
             policy = dict(host.get("RestartPolicy") or {})
             if policy.get("Name") not in (None, "", "no"):
@@ -227,6 +242,7 @@ class DockerRuntime:
             c = self._get(node, name)
             if c is None:
                 return
+            self._check_ours(c, node, name, "remove")
             try:
                 c.remove(force=True)
             except docker.errors.NotFound:
@@ -236,6 +252,17 @@ class DockerRuntime:
                     raise
 
     # ------------------------------------------------------------------ helpers
+    def _check_ours(self, c: Any, node: str, name: str, what: str,
+                    extra: Mapping[str, str] | None = None) -> None:
+        """ActionError (not retriable) unless the container carries the component label
+        and each `extra` label with its value."""
+        labels = (c.attrs.get("Config") or {}).get("Labels") or {}
+        if not labels.get(self.service_label):
+            raise not_ours(what, node, name, self.service_label)
+        for key, value in (extra or {}).items():
+            if labels.get(key) != value:
+                raise not_ours(what, node, name, f"{key}={value}")
+
     def _must_inspect(self, node: str, name: str) -> Instance:
         inst = self.inspect(node, name)
         if inst is None:
@@ -325,6 +352,14 @@ class DockerRuntime:
 
 
 # ---------------------------------------------------------------------- pure helpers
+def not_ours(what: str, node: str, name: str, label: str,
+             kind: str = "container") -> ActionError:
+    """The refusal to change something that does not carry Preshift's labels."""
+    return ActionError(
+        f"{what}: refused, {kind} {name} on node {node} does not carry the label "
+        f"{label}; it is not Preshift's to change", retriable=False)
+
+
 def node_address(cfg: NodeConfig) -> str | None:
     """Where the node's published ports are reached: `address`, else a tcp:// URL's host."""
     if cfg.address:

@@ -36,6 +36,11 @@ The methods:
   service is decommissioned by dropping its mark and constraint (Swarm never rebalances, so
   nothing moves; the service keeps its lowered replica count).
 
+Only Preshift's services are changed: before any update, scale or removal the service's
+container spec must carry `<prefix>.service`, and a service reused as a canary must carry the
+migration label `<prefix>.migration` with the migration's ID; otherwise a non-retriable
+ActionError names the service and the missing label, and nothing is sent to the manager.
+
 Limits: replicated services only (global services: ActionError); one standby per service at
 a time (intake runs one migration per component); docker-py's low-level `_post_json` is used
 for create/update so the spec is sent exactly as read.
@@ -71,7 +76,7 @@ from ..sense.swarm import (
     parse_tasks,
     standby_marks,
 )
-from .docker_runtime import DockerRuntime, node_address
+from .docker_runtime import DockerRuntime, node_address, not_ours
 from .ports import Health, Instance
 
 #: A platform no node has: a task needing it is never scheduled (placement-only change).
@@ -361,6 +366,11 @@ class SwarmRuntime:
             restart_policy=str(restart.get("Condition") or "any"),
         )
 
+    def _check_ours(self, svc: SwarmService, node: str, what: str) -> None:
+        """ActionError (not retriable) unless the service's tasks carry the component label."""
+        if not svc.component(self.prefix):
+            raise not_ours(what, node, svc.name, f"{self.prefix}.service", "service")
+
     # ------------------------------------------------------------------ Runtime
     def inspect(self, node: str, name: str) -> Instance | None:
         ref = self._resolve(node, name)
@@ -371,8 +381,16 @@ class SwarmRuntime:
     ) -> Instance:
         what = f"clone {source.node}/{source.name} to {node}/{name}"
         with self._changing(what):
-            if self._service_raw(name) is None:
+            existing = self._service_raw(name)
+            if existing is None:
                 self._create_copy(source, node, name, labels, what)
+            else:  # adopted only when this migration made it (a retry after a crash)
+                key = f"{self.prefix}.migration"
+                want = labels.get(key)
+                svc = parse_service(existing)
+                if want and svc.labels.get(key) != want:
+                    raise not_ours(what, node, name, f"{key}={want}", "service")
+                self._check_ours(svc, node, what)
             # the orchestrator adds the task within about 50 ms; a pending one is "created"
             self._await(lambda: bool(self._tasks_of_name(name)), min(self.wait, 5.0))
             inst = self.inspect(node, name)
@@ -427,6 +445,7 @@ class SwarmRuntime:
             ref = self._resolve(node, name)
             if ref is None:
                 return
+            self._check_ours(ref.service, node, "standby")
             key, mark = mark_key(ref.slot, self.prefix), dict(ref.mark or {})
             if not mark:
                 t = ref.task
@@ -470,6 +489,7 @@ class SwarmRuntime:
             ref = self._resolve(node, name)
             if ref is None or (ref.mark is None and (ref.task is None or not ref.task.active)):
                 raise ActionError(f"start {name} on node {node}: no such replica")
+            self._check_ours(ref.service, node, "start")
             if ref.mark is not None:
                 key, mark = mark_key(ref.slot, self.prefix), dict(ref.mark)
                 back = 1 if mark.get("step") == "done" else 0  # step A alone removed nothing
@@ -493,6 +513,7 @@ class SwarmRuntime:
             ref = self._resolve(node, name)
             if ref is None:
                 return
+            self._check_ours(ref.service, node, "remove")
             if ref.service.owned(self.prefix) and ref.name == ref.service.name:
                 with contextlib.suppress(docker.errors.NotFound):  # gone already: fine
                     self.api.remove_service(ref.service.id)

@@ -199,6 +199,7 @@ def test_standby_start_remove_are_idempotent(clean: Testbed, runtime: DockerRunt
     tb = clean
     cl = tb.client("n1")
     cl.containers.run(IMAGE, SERVE_NODE, name="old", detach=True, init=True,
+                      labels={"preshift.service": "old"},  # the runtime acts only on ours
                       environment={"NODE": "n1"}, restart_policy={"Name": "always"},
                       ports={"80/tcp": (tb.address("n1"), 18084)})
     policy = lambda: cl.api.inspect_container("old")["HostConfig"]["RestartPolicy"]["Name"]  # noqa: E731

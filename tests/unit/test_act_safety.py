@@ -67,3 +67,32 @@ def test_may_start_ignores_itself() -> None:
     me = mig("me", component="web", phase=Phase.PLANNED)
     assert safety.may_start(me, cfg=CFG, migrations=[me], now=NOW) is None
     assert safety.may_start(me, cfg=CFG, migrations=[me, mig("o")], now=NOW) is not None
+
+
+def test_a_burst_of_planned_moves_starts_within_every_limit() -> None:
+    """The executor's loop over a storm's PLANNED moves off one node (oldest first, the list
+    re-read after each start): never more than max_concurrent in flight, exactly the node's
+    budget started within the hour, and the next hour's budget only after it."""
+    from dataclasses import replace
+
+    cfg = MigrationConfig(max_concurrent=3, cooldown=600, max_moves_per_node_per_hour=7)
+    ms = {f"m{i:02d}": mig(f"m{i:02d}", component=f"c{i}", phase=Phase.PLANNED,
+                           source_node="n2", created_at=NOW + i * 0.001) for i in range(30)}
+    now, most, started = NOW, 0, []
+    for _ in range(2 * int(safety.HOUR) // 30):  # two hours in 30 s ticks
+        now += 30
+        for mid in sorted(ms):
+            m = ms[mid]
+            if m.phase == Phase.SHIFTING and now - safety.started_at(m) >= 60:
+                ms[mid] = replace(m, phase=Phase.SUCCEEDED, finished_at=now)
+            elif m.phase == Phase.PLANNED and safety.may_start(
+                    m, cfg=cfg, migrations=list(ms.values()), now=now) is None:
+                ms[mid] = replace(m, phase=Phase.SHIFTING, data={"started_at": now})
+                started.append(now)
+            most = max(most, sum(1 for x in ms.values() if x.phase in safety.IN_FLIGHT))
+        if now - NOW < safety.HOUR:
+            assert len(started) <= 7
+    assert most == 3
+    first_hour = [t for t in started if t - started[0] < safety.HOUR]
+    assert len(first_hour) == 7 and len(started) == 14, started
+    assert min(t for t in started if t not in first_hour) - started[0] >= safety.HOUR

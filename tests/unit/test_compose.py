@@ -215,3 +215,103 @@ def test_preshift_config_loads() -> None:
 def test_dockerignore_keeps_the_context_small_and_secret_free() -> None:
     lines = {line.strip() for line in (ROOT / ".dockerignore").read_text().splitlines()}
     assert {".git", ".venv", "compose/secrets"} <= lines
+
+
+# -- the image runs as non-root; nothing privileged, no secret baked in ------------------------
+# (static checks: the base image cannot be pulled here, so the image itself is not built)
+
+#: Services allowed to start as root, and why. Anything else found as root fails.
+ROOT_ALLOWED = {
+    "haproxy": "the upstream image starts as root only to create its admin socket for UID "
+               "10001; haproxy.cfg's global `user haproxy` then drops privileges",
+}
+_SECRET_KEY = re.compile(r"(TOKEN|PASSWORD|SECRET|API_KEY|PRIVATE_KEY)", re.I)
+
+
+def _final_stage(dockerfile: str) -> list[str]:
+    """The instructions of the last stage (continuation lines joined, comments dropped)."""
+    joined = re.sub(r"\\\n", " ", dockerfile)
+    lines = [ln.strip() for ln in joined.splitlines() if ln.strip() and
+             not ln.strip().startswith("#")]
+    last_from = max(i for i, ln in enumerate(lines) if ln.upper().startswith("FROM "))
+    return lines[last_from:]
+
+
+def test_the_image_runs_as_a_non_root_uid() -> None:
+    text = (COMPOSE / "Dockerfile").read_text()
+    stage = _final_stage(text)
+    users = [ln.split(None, 1)[1] for ln in stage if ln.upper().startswith("USER ")]
+    assert users, "the final stage sets no USER: the image would run as root"
+    user = users[-1].split(":")[0]
+    # after the last USER nothing may switch back (a RUN as root after it is fine: build time)
+    if user.isdigit():
+        uid = int(user)
+    else:  # a name: the useradd of the same stage gives its UID (an ARG with a default)
+        add = next(ln for ln in stage if "useradd" in ln and re.search(rf"\b{user}\b", ln))
+        ref = re.search(r"--uid\s+\"?\$\{?(\w+)\}?\"?", add)
+        assert ref is not None, add
+        arg = re.search(rf"^ARG {ref[1]}=(\d+)$", "\n".join(stage), re.M)
+        assert arg is not None, f"ARG {ref[1]} has no numeric default"
+        uid = int(arg[1])
+    assert uid != 0 and user not in ("root", "0"), users
+
+
+def test_no_secret_is_baked_into_the_image() -> None:
+    stage = _final_stage((COMPOSE / "Dockerfile").read_text())
+    for ln in stage:
+        word, _, rest = ln.partition(" ")
+        if word.upper() in ("ENV", "ARG", "LABEL"):
+            for key, _, value in re.findall(r"(\w+)(=|\s)(\S*)", rest):
+                assert not _SECRET_KEY.search(key) or not value, ln
+        if word.upper() in ("COPY", "ADD"):
+            assert "secret" not in rest.lower() and ".token" not in rest, ln
+    ignored = (ROOT / ".dockerignore").read_text().splitlines()
+    assert "compose/secrets" in ignored and "**/*.token" in ignored
+
+
+def _services() -> list[tuple[str, str, dict]]:
+    out = []
+    for name in ("docker-compose.yml", "preshift-stack.yml"):
+        for svc, spec in (_load(name).get("services") or {}).items():
+            out.append((name, svc, spec or {}))
+    return out
+
+
+def test_no_service_is_privileged_or_root_unless_allowed() -> None:
+    found_root = set()
+    for file, svc, spec in _services():
+        where = f"{file}: {svc}"
+        assert spec.get("privileged") is not True, where
+        assert not {"ALL", "SYS_ADMIN", "NET_ADMIN"} & set(spec.get("cap_add") or ()), where
+        assert spec.get("pid") != "host" and spec.get("ipc") != "host", where
+        assert not any("unconfined" in str(o) for o in spec.get("security_opt") or ()), where
+        user = str(spec.get("user", "")).split(":")[0]
+        if user in ("root", "0"):
+            assert svc in ROOT_ALLOWED, f"{where} runs as root: {user}"
+            found_root.add(svc)
+        elif user:
+            assert not user.startswith("$"), where  # a UID chosen at deploy time could be 0
+    assert found_root <= set(ROOT_ALLOWED)
+    # the one allowed root start drops to an unprivileged user at once
+    glob = (COMPOSE / "haproxy.cfg").read_text().split("\ndefaults", 1)[0]
+    assert re.search(r"^\s+user haproxy$", glob, re.M) and re.search(r"^\s+group haproxy$",
+                                                                    glob, re.M)
+    # Preshift's own services never override the image's user with root
+    ours = [(f, s, spec) for f, s, spec in _services() if s in ("exporter", "webhook")]
+    assert len(ours) >= 4, ours
+
+
+def test_no_secret_value_is_written_in_the_compose_files() -> None:
+    for file, svc, spec in _services():
+        env = spec.get("environment") or {}
+        items = env.items() if isinstance(env, dict) else (
+            e.partition("=")[::2] for e in env)
+        for key, value in items:
+            if _SECRET_KEY.search(str(key)) and value not in (None, ""):
+                # a file name (Docker secret) or a value taken from the deployer's env only
+                assert str(key).endswith("_FILE") or str(value).startswith("${"), \
+                    f"{file}: {svc}: {key}"
+    cfg = _load("preshift.yml")
+    webhook = cfg.get("webhook") or {}
+    assert "token" not in webhook and "basic_password" not in webhook, webhook
+    assert webhook.get("token_file", "").startswith("/run/secrets/")
