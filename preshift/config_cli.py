@@ -2,10 +2,28 @@
 
 from __future__ import annotations
 
+import re
+from typing import Any
+
 import click
 import yaml
 
 from .config import load_config
+
+#: the password of a `scheme://user:password@host` URL
+_URL_PASSWORD = re.compile(r"(?P<head>[a-zA-Z][a-zA-Z0-9+.-]*://[^/@:\s]*:)[^/@\s]*@")
+
+
+def redacted(value: Any) -> Any:
+    """`value` with the password of every URL in it replaced by `***` (the config may be
+    pasted into a ticket; secrets proper come from env or files and are not in it)."""
+    if isinstance(value, dict):
+        return {k: redacted(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [redacted(v) for v in value]
+    if isinstance(value, str):
+        return _URL_PASSWORD.sub(r"\g<head>***@", value)
+    return value
 
 
 @click.group("config")
@@ -27,6 +45,7 @@ def check_command(path: str) -> None:
 @config_group.command("show")
 @click.argument("path", type=click.Path(dir_okay=False))
 def show_command(path: str) -> None:
-    """Print the effective configuration (file + environment overrides + defaults)."""
+    """Print the effective configuration (file + environment overrides + defaults), URL
+    passwords shown as `***`."""
     cfg = load_config(path)
-    click.echo(yaml.safe_dump(cfg.model_dump(mode="json"), sort_keys=False))
+    click.echo(yaml.safe_dump(redacted(cfg.model_dump(mode="json")), sort_keys=False))

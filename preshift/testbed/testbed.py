@@ -126,6 +126,8 @@ class Testbed:
 
     def _check_port_free(self) -> None:
         with socket.socket() as s:
+            # a port left in TIME-WAIT by the last run's Prometheus is free to listen on
+            s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
             try:
                 s.bind(("127.0.0.1", self.spec.prometheus_port))
             except OSError:
