@@ -24,11 +24,12 @@ from preshift.errors import InputError
 
 from .auth import Authenticator
 from .journal_ext import get_journal, journal_errors
+from .payload import short
 from .responses import json_response, unauthorized
 
 EXTENSION = "preshift.control.auth"
 MAX_LIMIT = 1000
-_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")  # as config names allow
+_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}")  # as config names allow
 _BOOL = {"true": True, "1": True, "yes": True, "false": False, "0": False, "no": False}
 
 bp = Blueprint("control", __name__)
@@ -56,8 +57,11 @@ class _Query:
         self.problems: list[str] = []
         unknown = sorted(set(request.args) - set(allowed))
         if unknown:
+            # bounded: a client may send thousands of made-up names
+            shown = ", ".join(u if _ID.fullmatch(u) else short(u) for u in unknown[:5])
+            more = f" and {len(unknown) - 5} more" if len(unknown) > 5 else ""
             self.problems.append(
-                f"unknown query parameter(s) {', '.join(unknown)}; allowed: {', '.join(allowed)}"
+                f"unknown query parameter(s) {shown}{more}; allowed: {', '.join(allowed)}"
             )
 
     def boolean(self, name: str) -> bool | None:
@@ -65,7 +69,7 @@ class _Query:
         if raw is None or raw == "":
             return None
         if raw.lower() not in _BOOL:
-            self.problems.append(f"{name}: must be true or false (got {raw!r})")
+            self.problems.append(f"{name}: must be true or false (got {short(raw)})")
             return None
         return _BOOL[raw.lower()]
 
@@ -75,14 +79,14 @@ class _Query:
             return default
         if not (raw.isascii() and raw.isdigit()) or not 1 <= int(raw) <= MAX_LIMIT:
             self.problems.append(f"limit: must be a whole number from 1 to {MAX_LIMIT} "
-                                 f"(got {raw!r})")
+                                 f"(got {short(raw)})")
             return default
         return int(raw)
 
     def text(self, name: str) -> str | None:
         raw = request.args.get(name)
-        if raw is not None and not _ID.match(raw):
-            self.problems.append(f"{name}: letters, digits, '_' and '-' only (got {raw!r})")
+        if raw is not None and not _ID.fullmatch(raw):
+            self.problems.append(f"{name}: letters, digits, '_' and '-' only (got {short(raw)})")
             return None
         return raw or None
 
@@ -106,7 +110,8 @@ def list_migrations() -> Response:
 
 def _not_found(migration_id: str) -> Response:
     return json_response(
-        {"error": f"no migration {migration_id!r}; GET /api/v1/migrations lists them"}, 404
+        {"error": f"no migration {short(migration_id)}; GET /api/v1/migrations lists them"},
+        404
     )
 
 
@@ -127,7 +132,7 @@ def show_migration(migration_id: str) -> Response:
 def request_migration(migration_id: str, what: str) -> Response:
     if what not in REQUESTS:
         return json_response(
-            {"error": f"unknown request {what!r}; use one of {', '.join(REQUESTS)}"}, 404
+            {"error": f"unknown request {short(what)}; use one of {', '.join(REQUESTS)}"}, 404
         )
     try:
         with journal_errors(f"recording {what}"):

@@ -95,7 +95,21 @@ class Intake:
         try:
             with journal_errors("recording notifications"):
                 new = self.journals.get().record_notifications(flat)
-        except BaseException as exc:
+        except JournalUnavailable as exc:
+            # the journal itself failed (locked, full): alone, each would fail the same way
+            for p in batch:
+                p.error, p.done = exc, True
+            return
+        except Exception as exc:
+            if len(batch) == 1:
+                batch[0].error, batch[0].done = exc, True
+                return
+            # Something in one request's rows (the transaction was rolled back): write each
+            # request alone, so one bad request does not fail the others that shared its commit.
+            for p in batch:
+                self._write([p])
+            return
+        except BaseException as exc:  # e.g. SystemExit: every waiter must still get an answer
             for p in batch:
                 p.error, p.done = exc, True
             return

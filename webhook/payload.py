@@ -9,6 +9,11 @@ Required: `version`, `status`, `alerts` and, in each alert, `status`, `labels`, 
 and `fingerprint` (what the journal's deduplication and the executor need). Alertmanager
 always sends the other fields; they default to empty here so a hand-written `curl` test is
 accepted. Unknown fields (e.g. `notification_reason`, Alertmanager ≥ 0.34) are ignored.
+
+Hostile input is a 400 too, never a 500 (tests/unit/test_webhook_hostile.py): a string kept
+(labels, annotations, groupKey, ...) with a lone surrogate, JSON nested too deeply for the
+parser; an answer lists at most MAX_PROBLEMS problems and never echoes more than ~80
+characters of a value.
 """
 
 from __future__ import annotations
@@ -16,16 +21,27 @@ from __future__ import annotations
 import json
 import re
 from collections.abc import Mapping
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+)
 
 from preshift.act import journal
 
 SUPPORTED_VERSIONS = ("4",)
 #: RFC 3339 as Alertmanager writes it (Go's time.RFC3339Nano): fractions of any length.
+#: ASCII digits only and fullmatch: Python's \d also matches e.g. Arabic-Indic digits, and
+#: its $ also matches before a final newline.
 _RFC3339 = re.compile(
-    r"^\d{4}-\d{2}-\d{2}[Tt ]\d{2}:\d{2}:\d{2}(\.\d+)?([Zz]|[+-]\d{2}:\d{2})$"
+    r"[0-9]{4}-[0-9]{2}-[0-9]{2}[Tt ][0-9]{2}:[0-9]{2}:[0-9]{2}(\.[0-9]+)?"
+    r"([Zz]|[+-][0-9]{2}:[0-9]{2})"
 )
 #: Labels that name the component to act on, in order of preference.
 COMPONENT_LABELS = ("component", "service")
@@ -50,9 +66,34 @@ class PayloadError(Exception):
 
 
 def _rfc3339(v: str) -> str:
-    if not _RFC3339.match(v):
+    if not _RFC3339.fullmatch(v):
         raise ValueError("must be an RFC 3339 time such as 2024-05-01T12:00:00.123Z")
     return v
+
+
+def _unicode(v: str) -> str:
+    """JSON can carry a lone surrogate (`"\\ud800"`); it is not text and cannot be stored
+    (SQLite takes UTF-8): refuse it here, naming the field, instead of failing at the journal."""
+    try:
+        v.encode("utf-8")
+    except UnicodeEncodeError as exc:
+        raise ValueError(
+            f"must be valid Unicode text: a lone surrogate {v[exc.start]!r} at position "
+            f"{exc.start} (escape a character outside the BMP as a surrogate pair)"
+        ) from None
+    return v
+
+
+def _whole_number(v: Any) -> Any:
+    # pydantic's lax int would take true and "5"; Alertmanager sends a JSON integer
+    if isinstance(v, (bool, str, bytes)):
+        raise ValueError("must be a whole number (a JSON integer), 0 or more")
+    return v
+
+
+#: Every string the webhook keeps (journal, metrics, logs) is valid Unicode.
+Text = Annotated[str, AfterValidator(_unicode)]
+LabelSet = dict[Text, Text]
 
 
 class _Model(BaseModel):
@@ -64,11 +105,11 @@ class Alert(_Model):
     """One alert of a notification."""
 
     status: Literal["firing", "resolved"]
-    labels: dict[str, str]
-    annotations: dict[str, str] = {}
+    labels: LabelSet
+    annotations: LabelSet = {}
     startsAt: str
     endsAt: str = "0001-01-01T00:00:00Z"  # Alertmanager's "not ended" for firing alerts
-    generatorURL: str = ""
+    generatorURL: Text = ""
     fingerprint: str = Field(pattern=r"^[0-9a-fA-F]{1,64}$")
 
     @field_validator("startsAt", "endsAt")
@@ -89,15 +130,16 @@ class Notification(_Model):
     """One webhook notification (one POST)."""
 
     version: str
-    groupKey: str = ""
-    truncatedAlerts: int = Field(0, ge=0)
+    groupKey: Text = ""
+    truncatedAlerts: Annotated[int, BeforeValidator(_whole_number)] = Field(
+        0, ge=0, le=2**63 - 1)
     status: Literal["firing", "resolved"]
-    receiver: str = ""
-    groupLabels: dict[str, str] = {}
-    commonLabels: dict[str, str] = {}
-    commonAnnotations: dict[str, str] = {}
-    externalURL: str = ""
-    notification_reason: str | None = None
+    receiver: Text = ""
+    groupLabels: LabelSet = {}
+    commonLabels: LabelSet = {}
+    commonAnnotations: LabelSet = {}
+    externalURL: Text = ""
+    notification_reason: Text | None = None
     alerts: list[Alert]
 
     def journal_items(self) -> list[journal.Notification]:
@@ -121,16 +163,34 @@ class Notification(_Model):
 _HINTS = {
     "missing": "required field is missing",
     "string_type": "must be a string",
+    "string_unicode": "must be a string of valid Unicode text",
     "dict_type": "must be an object of string values",
     "list_type": "must be a list",
-    "int_type": "must be an integer",
-    "int_parsing": "must be an integer",
+    "int_type": "must be a whole number (a JSON integer)",
+    "int_parsing": "must be a whole number (a JSON integer)",
+    "int_parsing_size": "must be a whole number from 0 to 2^63-1",
+    "int_from_float": "must be a whole number (a JSON integer)",
+    "finite_number": "must be a whole number (a JSON integer)",
     "model_type": "must be an object",
+    "model_attributes_type": "must be an object",
 }
 
 
+#: Problems listed in one answer: the sender fixes the first ones; a megabyte of bad alerts
+#: does not become a larger answer.
+MAX_PROBLEMS = 50
+
+
+_PLAIN_KEY = re.compile(r"[A-Za-z0-9_]{1,64}")
+
+
 def _where(loc: tuple[Any, ...]) -> str:
-    return ".".join(str(p) for p in loc) or "(top level)"
+    # A label name comes from the sender: shown as is when it looks like one (Prometheus'
+    # [a-zA-Z_][a-zA-Z0-9_]*), else quoted and cut, so the path stays one unambiguous line.
+    return ".".join(
+        str(p) if isinstance(p, int) or _PLAIN_KEY.fullmatch(str(p)) else short(p)
+        for p in loc
+    ) or "(top level)"
 
 
 def describe(exc: ValidationError) -> list[str]:
@@ -144,22 +204,32 @@ def describe(exc: ValidationError) -> list[str]:
             problems.append(f"{where}: {_HINTS['missing']}")
         elif kind == "literal_error":
             expected = err.get("ctx", {}).get("expected", "")
-            problems.append(f"{where}: must be {expected} (got {got!r})")
+            problems.append(f"{where}: must be {expected} (got {short(got)})")
         elif kind == "string_pattern_mismatch" and where.endswith("fingerprint"):
             problems.append(
                 f"{where}: must be Alertmanager's alert fingerprint, 1-64 hex digits "
-                f"(got {got!r})"
+                f"(got {short(got)})"
             )
         elif kind in _HINTS:
             problems.append(f"{where}: {_HINTS[kind]} (got {type(got).__name__})")
         else:
-            msg = str(err["msg"]).removeprefix("Value error, ")
-            problems.append(f"{where}: {msg} (got {_short(got)})")
+            # pydantic's own words, put as what the field must be
+            msg = str(err["msg"]).removeprefix("Value error, ").replace(
+                "Input should be", "must be", 1)
+            problems.append(f"{where}: {msg} (got {short(got)})")
+    if len(problems) > MAX_PROBLEMS:
+        more = len(problems) - MAX_PROBLEMS
+        problems = [*problems[:MAX_PROBLEMS],
+                    f"(top level): {more} more problems not listed; fix the ones above first"]
     return problems
 
 
-def _short(value: Any) -> str:
-    text = repr(value)
+def short(value: Any) -> str:
+    """A bounded repr: an answer never echoes a megabyte of input, nor recurses through a
+    deeply nested one (a container is shown by its type and size only)."""
+    if isinstance(value, (dict, list)):
+        return f"a JSON {'object' if isinstance(value, dict) else 'array'} of {len(value)}"
+    text = repr(value[:100] if isinstance(value, str) else value)
     return text if len(text) <= 80 else text[:77] + "..."
 
 
@@ -177,13 +247,28 @@ def parse_notification(body: bytes, content_type: str | None) -> Notification:
     """Validate a request body; raises PayloadError (415, 400) naming what to fix."""
     if not _is_json(content_type):
         raise PayloadError(
-            415, f"Content-Type must be application/json (got {content_type or 'none'!r}); "
+            415, f"Content-Type must be application/json (got {short(content_type or 'none')}); "
             "Alertmanager's webhook_config sends that", reason="content_type",
         )
     try:
+        return _parse(body)
+    except RecursionError:
+        # json.loads (and repr) recurse once per level: `[[[[...` 100,000 deep must be a 400,
+        # not a 500. Alertmanager's payload is 4 levels deep.
+        raise PayloadError(
+            400, "the body is not valid JSON: it is nested too deeply (an Alertmanager "
+            "notification is 4 levels deep)", reason="not_json",
+        ) from None
+
+
+def _parse(body: bytes) -> Notification:
+    try:
         raw = json.loads(body)
     except (ValueError, UnicodeDecodeError) as exc:
-        raise PayloadError(400, f"the body is not valid JSON: {exc}", reason="not_json") from None
+        why = str(exc)
+        if "integer string conversion" in why:  # Python's own advice is not the sender's fix
+            why = "a number has more than 4300 digits"
+        raise PayloadError(400, f"the body is not valid JSON: {why}", reason="not_json") from None
     if not isinstance(raw, Mapping):
         raise PayloadError(
             400, "the body must be a JSON object: an Alertmanager webhook notification "
@@ -194,7 +279,7 @@ def parse_notification(body: bytes, content_type: str | None) -> Notification:
         # Before the field checks: an old/new payload format would otherwise give a list of
         # confusing field errors instead of the one thing to fix.
         raise PayloadError(
-            400, f"unsupported payload version {version!r}; this webhook supports version "
+            400, f"unsupported payload version {short(version)}; this webhook supports version "
             f"{', '.join(repr(v) for v in SUPPORTED_VERSIONS)} (Alertmanager's webhook_config)",
             reason="version",
         )

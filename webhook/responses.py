@@ -6,8 +6,9 @@ import json
 from collections.abc import Mapping
 from typing import Any
 
-from flask import Flask, Response
+from flask import Flask, Response, request
 from werkzeug.exceptions import HTTPException
+from werkzeug.routing import RequestRedirect
 
 from .auth import Authenticator
 from .journal_ext import JournalUnavailable
@@ -37,6 +38,23 @@ def unauthorized(auth: Authenticator) -> Response:
 
 def init_app(app: Flask) -> None:
     """Every error the app can produce answers JSON, and never with a traceback."""
+
+    @app.before_request
+    def _json_routing() -> Response | None:
+        # Two answers Flask and werkzeug would give in HTML, before any handler could see
+        # them: a redirect of a path with doubled slashes (/api/v1//alerts; a client should
+        # not rely on re-sending a POST through a redirect) and the automatic OPTIONS answer
+        # (200, empty, unauthenticated). The first is an unknown path, the second a method
+        # the path does not serve.
+        if isinstance(request.routing_exception, RequestRedirect):
+            return json_response({"error": f"no such path {request.path[:200]!r}; see "
+                                           "docs/webhook.md for the API"}, 404)
+        rule = request.url_rule
+        if request.method == "OPTIONS" and rule is not None:
+            allowed = sorted((rule.methods or set()) - {"OPTIONS"})
+            return json_response({"error": "The method is not allowed for the requested URL."},
+                                 405, headers={"Allow": ", ".join(allowed)})
+        return None
 
     @app.errorhandler(HTTPException)
     def _http(exc: HTTPException) -> Response:

@@ -95,6 +95,21 @@ def test_bad_query_parameters_are_400_with_every_problem(app: Flask) -> None:
     assert any(p.startswith("component:") for p in problems)
 
 
+def test_hostile_query_and_ids_are_refused_with_bounded_answers(app: Flask) -> None:
+    c = app.test_client()
+    r = c.get(f"{API}?component=web%0A", headers=BEARER)  # a trailing newline is not a name
+    assert r.status_code == 400 and r.json["problems"][0].startswith("component:")
+    names = "&".join(f"p{i:05d}{'x' * 20}=1" for i in range(2000))
+    r = c.get(f"{API}?{names}", headers=BEARER)
+    assert r.status_code == 400 and len(r.get_data()) < 1000
+    assert "and 1995 more" in r.json["problems"][0]
+    long_id = "m" * 20_000
+    for resp in (c.get(f"{API}/{long_id}", headers=BEARER),
+                 c.post(f"{API}/{long_id}/abort", headers=BEARER),
+                 c.post(f"{API}/x/{long_id}", headers=BEARER)):
+        assert resp.status_code == 404 and len(resp.get_data()) < 500
+
+
 def test_show_with_steps_and_404(app: Flask) -> None:
     add(app, "aaaa0001")
     c = app.test_client()
