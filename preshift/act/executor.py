@@ -41,6 +41,10 @@ _NO_SERVERS = frozenset({Phase.PLANNED, Phase.STARTING, Phase.HEALTH_CHECK,
                          Phase.AWAITING_APPROVAL})
 #: How long intake waits after the plan or the runtime could not be read.
 INTAKE_BACKOFF = 2.0
+#: The outcome given, on start, to a step an earlier process began but never finished.
+INTERRUPTED = "interrupted: the process stopped before journaling the outcome"
+#: How many of the latest migrations the start-up check looks at for such steps.
+RECENT_ON_START = 200
 
 
 @dataclass(frozen=True, slots=True)
@@ -82,11 +86,14 @@ class Executor:
         self.intake = Intake(config, journal, runtime, plans, clock=clock,
                              observer=self.observer)
         self._intake_after = 0.0
+        self._closed_interrupted = False
 
     # the tick -----------------------------------------------------------------------
 
     def tick(self) -> TickResult:
         """Handle new notifications, then advance each active migration by one step."""
+        if not self._closed_interrupted:
+            self.close_interrupted()
         handled = self.take_notifications()
         steps = errors = 0
         # Oldest first: PLANNED migrations get free slots in the order they were planned.
@@ -96,6 +103,19 @@ class Executor:
             steps += after is not None and after.updated_at != before.updated_at
             errors += failed
         return TickResult(handled, steps, errors)
+
+    def close_interrupted(self) -> int:
+        """Give steps left open by an earlier process (killed between a step's intent and
+        its outcome) the outcome INTERRUPTED, so the journal has no open step and says what
+        happened. Safe only for the one executor acting on the journal (the leader); the
+        re-observation of the next tick finds out what the interrupted effect did."""
+        closed = 0
+        for m in self.journal.migrations(limit=RECENT_ON_START):
+            for step in self.journal.open_steps(m.id):
+                self.journal.end_step(step.id, INTERRUPTED)
+                closed += 1
+        self._closed_interrupted = True
+        return closed
 
     def take_notifications(self) -> int:
         """Turn unhandled notifications into migrations; returns how many were handled."""
@@ -143,13 +163,28 @@ class Executor:
         """Everything `decide` needs for `m` now. Dry-run migrations are never observed."""
         if m.dry_run:
             return Observation()
+        if m.phase == Phase.PLANNED:
+            blocked = self._blocked(m, now)
+            if blocked:
+                # Waiting for a limit: no engine call. In an alert storm ~100 waiting
+                # migrations inspected every tick slowed the running ones' steps 10-50x.
+                return Observation(blocked=blocked)
         rt = self.runtime
         src = rt.inspect(m.source_node, m.source_name) if m.source_node and m.source_name \
             else None
         if m.action != "move" and m.phase in (Phase.PLANNED, Phase.STARTING) \
                 and not (src and src.running):
             src = self._copy_candidate(m)
-        canary = None if m.phase == Phase.PLANNED else rt.inspect(m.target_node, m.canary_name)
+        canary, unreachable = None, None
+        if m.phase != Phase.PLANNED:
+            try:
+                canary = rt.inspect(m.target_node, m.canary_name)
+            except PreshiftError as exc:
+                if not _retriable(exc):
+                    raise
+                # The target's engine is down: the machine decides what that means per
+                # phase (a rollback must still restore traffic without it).
+                unreachable = str(exc)
         probe = (canary is not None and canary.running and m.phase in PROBED
                  and not m.data.get("decommission"))
         return Observation(
@@ -160,7 +195,7 @@ class Executor:
             servers=(self.traffic.servers(m.backend)
                      if m.backend and m.phase not in _NO_SERVERS else {}),
             query_value=self._query(m) if wants_query(m, self.settings, now) else None,
-            blocked=self._blocked(m, now) if m.phase == Phase.PLANNED else None,
+            canary_unreachable=unreachable,
         )
 
     def _copy_candidate(self, m: Migration) -> Instance | None:

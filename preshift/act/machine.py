@@ -73,6 +73,9 @@ class Observation:
     servers: Mapping[str, Server] = field(default_factory=dict)  # the backend's servers
     query_value: float | None = None  # the analysis query's value, when it was run
     blocked: str | None = None  # PLANNED: the safety limit that holds it back
+    #: Why the canary could not be looked at (its node's engine is unreachable); `canary`
+    #: is then None without meaning "gone".
+    canary_unreachable: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -97,6 +100,7 @@ def decide(m: Migration, obs: Observation, s: Settings, now: float) -> Decision:
         return _to(m, P.DRY_RUN, now, note="dry-run: journaled, nothing changed",
                    data={"steps": describe(m, s)})
     return (_request(m, s, now) or _deadline(m, s, now)
+            or (_unreachable(m, obs, now) if obs.canary_unreachable else None)
             or _PHASES[m.phase](m, obs, s, now))
 
 
@@ -146,7 +150,7 @@ def describe(m: Migration, s: Settings) -> list[str]:
 def _to(m: Migration, phase: Phase, now: float, *, note: str = "",
         data: Mapping[str, Any] | None = None, **fields: Any) -> Decision:
     """A change of phase: counters of the old phase reset, progress noted."""
-    d = {k: v for k, v in m.data.items() if k not in ("done", "last_check")}
+    d = {k: v for k, v in m.data.items() if k not in ("done", "last_check", "cleanup")}
     d.update(progress_at=now, **(data or {}))
     changes = {"phase": phase, "attempt": 0, "data": d, **fields}
     return Decision(changes, note=note or fields.get("reason", ""))
@@ -235,6 +239,11 @@ def _since(m: Migration, s: Settings) -> float:
 def _deadline(m: Migration, s: Settings, now: float) -> Decision | None:
     if m.phase in NO_DEADLINE:
         return None
+    if m.phase in (P.ROLLING_BACK, P.RESTORING) and m.data.get("cleanup"):
+        # Traffic is back on the original; only removing the canary on an unreachable
+        # engine is left. Giving up (FAILED) would leave it behind once the engine returns,
+        # so the obligation stays until the removal succeeds.
+        return None
     since = max(m.phase_since, float(m.data.get("progress_at", 0.0)), s.resumed_at)
     if now - since <= s.progress_deadline:
         return None
@@ -247,17 +256,36 @@ def _deadline(m: Migration, s: Settings, now: float) -> Decision | None:
     return _back(m, now, why)
 
 
+def _unreachable(m: Migration, obs: Observation, now: float) -> Decision | None:
+    """The canary's engine did not answer. Before the canary is needed (STARTING) that is
+    a transient error the progress deadline bounds; once it carries (or is about to carry)
+    traffic it cannot be watched, so the original takes over: rollback, or restore the
+    standby. Rolling back and restoring go on (their traffic steps need no engine) and keep
+    the canary's removal for when the engine answers again (`_undo_traffic`)."""
+    why = f"the engine of {m.target_node} is unreachable: {obs.canary_unreachable}"
+    if m.phase == P.STARTING:
+        return Decision({"attempt": m.attempt + 1, "error": why}, note=why)
+    if m.phase == P.STANDBY:
+        return None if m.data.get("decommission") else _to(m, P.RESTORING, now, reason=why)
+    if m.phase in (P.HEALTH_CHECK, P.AWAITING_APPROVAL, P.ROUTING, P.SHIFTING, P.PROMOTED,
+                   P.DRAINING):
+        return _back(m, now, why)
+    return None
+
+
 # -- the phases ----------------------------------------------------------------------------
 
 
 def _planned(m: Migration, obs: Observation, s: Settings, now: float) -> Decision:
-    if m.action == "move" and not _alive(obs.source):
-        return _to(m, P.CANCELLED, now, reason=f"plan is stale: {m.source_name} no longer "
-                   f"runs on {m.source_node}")
+    # The limits first: a waiting migration's source is not even looked at (the executor
+    # skips it), and a stale one is cancelled when it could start — nothing changed meanwhile.
     if obs.blocked:
         if m.data.get("waiting") != obs.blocked:
             return Decision({"data": {**m.data, "waiting": obs.blocked}}, note=obs.blocked)
         return IDLE
+    if m.action == "move" and not _alive(obs.source):
+        return _to(m, P.CANCELLED, now, reason=f"plan is stale: {m.source_name} no longer "
+                   f"runs on {m.source_node}")
     return _to(m, P.STARTING, now, data={"started_at": now, "waiting": None},
                note="slot free")
 
@@ -440,6 +468,14 @@ def _undo_traffic(m: Migration, obs: Observation, done: list[str],
             return _step(m, fx.RemoveServer(m.backend, m.canary_name), now)
     if obs.canary is not None:
         return _step(m, fx.RemoveContainer(obs.canary.node, obs.canary.name), now)
+    if obs.canary_unreachable:
+        # It may still exist there: keep the obligation (no deadline, see `_deadline`).
+        why = (f"{m.canary_name} on {m.target_node} is removed once its engine answers: "
+               f"{obs.canary_unreachable}")
+        if m.data.get("cleanup") and m.error == why:
+            return IDLE  # nothing new to journal; the next tick looks again
+        return Decision({"data": {**m.data, "cleanup": True}, "error": why,
+                         "attempt": m.attempt + 1}, note=why)
     return None
 
 

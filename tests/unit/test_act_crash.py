@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 
+from preshift.act.executor import INTERRUPTED
 from preshift.act.phases import Phase
 from preshift.errors import ActionError
 
@@ -40,8 +41,10 @@ def test_crash_in_a_successful_move_resumes(tmp_path: Path, method: str, when: s
     assert set(h.world.boxes) == {("n2", m.canary_name)}
     assert {n: s.weight for n, s in h.world.backends["be_web"].items()} == {m.canary_name: 100}
     assert not h.world.violations and not h.events.bad
-    # At most the one interrupted intent stays open, as the record of the crash.
-    assert len(h.journal.open_steps(m.id)) <= 1
+    # The fresh executor closed the intent the crash interrupted, and says so.
+    assert not h.journal.open_steps(m.id)
+    interrupted = [s for s in h.journal.steps(m.id) if s.outcome == INTERRUPTED]
+    assert len(interrupted) == 1, interrupted
 
 
 @pytest.mark.parametrize("when", ["before", "after"])
@@ -59,6 +62,7 @@ def test_crash_during_rollback_converges(tmp_path: Path, method: str, when: str)
     assert set(h.world.boxes) == {("n1", "web-1")}
     assert {n: s.weight for n, s in h.world.backends["be_web"].items()} == {"web-1": 100}
     assert not h.world.violations
+    assert not h.journal.open_steps(m.id)
 
 
 @pytest.mark.parametrize("when", ["before", "after"])
