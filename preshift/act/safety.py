@@ -55,7 +55,8 @@ def admit(
     if service.stateful and not cfg.move_stateful:
         return Admission(False, f"{item.component} is stateful: not migrated "
                          "(set migration.move_stateful to allow)")
-    busy = [m for m in migrations if m.component == item.component and m.finished_at is None]
+    busy = [m for m in migrations if m.component == item.component and m.finished_at is None
+            and not cleanup_only(m)]
     if busy:
         return Admission(False, f"{item.component} already has migration {busy[0].id} "
                          f"({busy[0].phase})")
@@ -93,7 +94,7 @@ def wait_reason(
     now: float,
 ) -> str | None:
     """The first limit that holds a migration of `component` back now, or None."""
-    flying = [m for m in migrations if m.phase in IN_FLIGHT]
+    flying = [m for m in migrations if m.phase in IN_FLIGHT and not cleanup_only(m)]
     if len(flying) >= cfg.max_concurrent:
         return (f"max_concurrent {cfg.max_concurrent} reached "
                 f"({', '.join(sorted(m.id for m in flying))})")
@@ -109,6 +110,13 @@ def wait_reason(
             return (f"{n} move(s) off {from_node} in the last hour "
                     f"(max_moves_per_node_per_hour {cfg.max_moves_per_node_per_hour})")
     return None
+
+
+def cleanup_only(m: Migration) -> bool:
+    """Rolled back or restored except for removing its canary on an engine that does not
+    answer (machine.py keeps that obligation without a deadline): it holds no slot and does
+    not block its component, or a node that never returns would stop migrations for good."""
+    return m.phase in (Phase.ROLLING_BACK, Phase.RESTORING) and bool(m.data.get("cleanup"))
 
 
 def last_finished(component: str, migrations: Sequence[Migration]) -> Migration | None:

@@ -11,7 +11,9 @@ decision is a journaled dry-run migration and nothing moves.
 Faults, each followed by a recovery whose decision is the positive control:
 (i) Prometheus stopped by its PID, then started again, and hung (SIGSTOP, then SIGCONT);
 (ii) one engine stopped (the plan stays fresh: docs/exporter-api.md); (iii) every engine
-stopped. Before them, a webhook clock 2 minutes ahead: the fresh plan is too old for it.
+stopped; (iv) the exporter killed, then started again: the notification kept meanwhile is
+decided by its retry. Before them, a webhook clock 2 minutes ahead: the fresh plan is too old
+for it.
 During each fault, /metrics and /api/v1/footprint are polled (bounded): every answer 200, the
 last snapshot's look-ahead unchanged; the slowest answer is printed, not asserted.
 """
@@ -363,3 +365,37 @@ def test_every_engine_down_keeps_the_snapshot_and_withholds_decisions(stack: Sta
     assert_decides(s, "after the engines came back")
     print("slowest answers during the faults: "
           + ", ".join(f"{k} {v * 1000:.0f} ms" for k, v in s.slowest.items()))
+
+
+def test_exporter_down_withholds_then_the_same_notification_is_decided(stack: Stack) -> None:
+    """The exporter killed (SIGKILL by its PID): the webhook cannot read a plan, decides
+    nothing and keeps the notification; once the exporter is back, the retry decides it."""
+    s = stack
+    fresh_plan(s)
+    journal = Journal(s.artifacts / "journal-exporter-down.sqlite3")
+    try:
+        ex = Executor(s.config, journal, s.runtime, NoTraffic(), s.plans,
+                      observer=MetricsObserver(s.metrics))
+        journal.record_notifications([Notification(
+            "firing", "PreshiftFootprintDiscrepancy", "web", "fpdown", "2026-01-01T00:00:00Z",
+            {"component": "web", "alertname": "PreshiftFootprintDiscrepancy"})])
+        before = s.withheld()
+        assert s.exporter.stop(signal.SIGKILL) is not None
+        assert ex.take_notifications() == 0
+        assert journal.count_unhandled() == 1 and not journal.migrations()
+        assert s.withheld()["plan_unavailable"] == before["plan_unavailable"] + 1
+        s.exporter.start()
+        s.exporter.wait_ready()
+        fresh_plan(s)
+        # the executor's intake backs off after a failed read: retry it as its ticks would
+        handled = wait_for(ex.take_notifications, 30, "the kept notification to be decided",
+                           interval=0.5)
+        outcome = journal.notifications()[0].outcome or ""
+        assert handled == 1 and outcome.startswith("migration ") and "[dry-run]" in outcome
+        assert len(journal.migrations()) == 1
+        print(f"exporter back: the kept notification decided: {outcome}")
+    finally:
+        journal.close()
+        if not s.exporter.running:  # the next tests (and teardown) expect it
+            s.exporter.start()
+            s.exporter.wait_ready()

@@ -304,3 +304,30 @@ def test_a_resolved_alert_is_not_reopened(tmp_path: Path) -> None:
     for _ in range(5):
         h.tick()
     assert len(h.journal.migrations()) == 1
+
+
+def test_a_migration_waiting_for_a_slot_is_not_inspected(tmp_path: Path) -> None:
+    from preshift.act.records import Migration
+
+    h = Harness(tmp_path / "j.sqlite3", max_concurrent=1)
+    h.fire()
+    h.run(until=lambda m: m.phase == P.SHIFTING)
+    h.world.add("n1", "api-1", "api")
+    h.journal.create_migration(Migration(
+        id="m-api", component="api", action="move", target_node="n3", canary_name="api-m",
+        source_node="n1", source_name="api-1"))
+    seen: list[str] = []
+    inspect = h.world.inspect
+    h.world.inspect = lambda node, name: seen.append(name) or inspect(node, name)  # type: ignore[method-assign]
+    h.tick()
+    waiting = h.journal.get("m-api")
+    assert waiting is not None and waiting.phase == P.PLANNED
+    assert "max_concurrent" in waiting.data["waiting"] and "api-1" not in seen
+    del h.world.boxes[("n1", "api-1")]  # gone while it waits: cancelled once it could start
+    for _ in range(200):
+        h.tick()
+        done = h.journal.get("m-api")
+        if done is not None and done.terminal:
+            break
+    assert done is not None and done.phase == P.CANCELLED and "plan is stale" in done.reason
+    assert h.journal.migrations(component="web")[0].phase in (P.STANDBY, P.SUCCEEDED)

@@ -46,6 +46,14 @@ def test_hard_refusals() -> None:
     assert not admit(cfg=MigrationConfig(max_moves_per_node_per_hour=0)).ok
 
 
+def test_a_rollback_waiting_only_for_a_dead_engine_holds_no_slot() -> None:
+    stuck = mig("m1", component="web", phase=Phase.ROLLING_BACK, data={"cleanup": True})
+    assert admit(stuck) == safety.Admission(True, "", False)
+    assert not admit(mig("m2", component="web", phase=Phase.ROLLING_BACK)).ok
+    busy = admit(mig("m3", phase=Phase.RESTORING))
+    assert busy.wait and "max_concurrent" in busy.reason
+
+
 def test_waits() -> None:
     a = admit(mig("m1"))
     assert a.ok and a.wait and "max_concurrent" in a.reason
