@@ -170,8 +170,16 @@ class Executor:
                 # migrations inspected every tick slowed the running ones' steps 10-50x.
                 return Observation(blocked=blocked)
         rt = self.runtime
-        src = rt.inspect(m.source_node, m.source_name) if m.source_node and m.source_name \
-            else None
+        src, src_unreachable = None, None
+        if m.source_node and m.source_name:
+            try:
+                src = rt.inspect(m.source_node, m.source_name)
+            except PreshiftError as exc:
+                if not _retriable(exc):
+                    raise
+                # The risky node's engine is down (what Preshift moves away from): the
+                # canary carries on without it; the machine decides per phase.
+                src_unreachable = str(exc)
         if m.action != "move" and m.phase in (Phase.PLANNED, Phase.STARTING) \
                 and not (src and src.running):
             src = self._copy_candidate(m)
@@ -196,6 +204,7 @@ class Executor:
                      if m.backend and m.phase not in _NO_SERVERS else {}),
             query_value=self._query(m) if wants_query(m, self.settings, now) else None,
             canary_unreachable=unreachable,
+            source_unreachable=src_unreachable,
         )
 
     def _copy_candidate(self, m: Migration) -> Instance | None:

@@ -76,6 +76,9 @@ class Observation:
     #: Why the canary could not be looked at (its node's engine is unreachable); `canary`
     #: is then None without meaning "gone".
     canary_unreachable: str | None = None
+    #: The same for the original (`source` is then None): it may still be there, stopped
+    #: with its engine, and start again when the engine does.
+    source_unreachable: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -284,6 +287,11 @@ def _planned(m: Migration, obs: Observation, s: Settings, now: float) -> Decisio
             return Decision({"data": {**m.data, "waiting": obs.blocked}}, note=obs.blocked)
         return IDLE
     if m.action == "move" and not _alive(obs.source):
+        if obs.source_unreachable:
+            # Nothing to copy the spec from; the exporter's next plan starts a new instance
+            # from a replica it can read instead.
+            return _to(m, P.CANCELLED, now, reason=f"the engine of {m.source_node} is "
+                       f"unreachable: {obs.source_unreachable}")
         return _to(m, P.CANCELLED, now, reason=f"plan is stale: {m.source_name} no longer "
                    f"runs on {m.source_node}")
     return _to(m, P.STARTING, now, data={"started_at": now, "waiting": None},
@@ -442,6 +450,15 @@ def _standby(m: Migration, obs: Observation, s: Settings, now: float) -> Decisio
         return _step(m, fx.RemoveServer(m.backend, m.source_name or ""), now, data=mark)
     if obs.source is not None:
         return _step(m, fx.RemoveContainer(obs.source.node, obs.source.name), now, data=mark)
+    if obs.source_unreachable:
+        # Its engine stopped it, and will start it again (restart policy) when it returns:
+        # an extra replica nobody planned. Keep the removal until the engine answers.
+        why = (f"{m.source_name} on {m.source_node} is removed once its engine answers: "
+               f"{obs.source_unreachable}")
+        if m.data.get("cleanup") and m.error == why:
+            return IDLE
+        return Decision({"data": {**m.data, **mark, "cleanup": True}, "error": why,
+                         "attempt": m.attempt + 1}, note=why)
     return _to(m, P.SUCCEEDED, now, note=f"standby {m.source_name} decommissioned")
 
 

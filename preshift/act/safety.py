@@ -113,10 +113,12 @@ def wait_reason(
 
 
 def cleanup_only(m: Migration) -> bool:
-    """Rolled back or restored except for removing its canary on an engine that does not
-    answer (machine.py keeps that obligation without a deadline): it holds no slot and does
-    not block its component, or a node that never returns would stop migrations for good."""
-    return m.phase in (Phase.ROLLING_BACK, Phase.RESTORING) and bool(m.data.get("cleanup"))
+    """Rolled back, restored or decommissioned except for removing a container (the canary,
+    or the original) on an engine that does not answer (machine.py keeps that obligation
+    without a deadline): it holds no slot and does not block its component, or a node that
+    never returns would stop migrations for good."""
+    return (m.phase in (Phase.ROLLING_BACK, Phase.RESTORING, Phase.STANDBY)
+            and bool(m.data.get("cleanup")))
 
 
 def last_finished(component: str, migrations: Sequence[Migration]) -> Migration | None:

@@ -1,7 +1,9 @@
 """Faults around a migration, with fakes: the target node's engine stops answering in each
 phase. The migration must give traffic back to the original without that engine, and keep
 the obligation to remove the canary until the engine answers again (never FAILED with an
-orphan left behind). The real-engine version is tests/integration/test_faults.py."""
+orphan left behind). The source node's engine stopping (the failure Preshift moves away
+from) must not freeze the migration: the canary takes over and the original is removed once
+its engine answers. The real-engine version is tests/integration/test_faults.py."""
 
 from __future__ import annotations
 
@@ -156,3 +158,44 @@ def test_testbed_haproxy_retry_option_is_valid_and_default_unchanged(
     r = subprocess.run([binary, "-c", "-f", str(path)], capture_output=True, text=True,
                        timeout=30)
     assert r.returncode == 0, r.stdout + r.stderr
+
+
+#: The original's engine stopping (the risky node failing, what Preshift moves away from).
+FORWARD = [P.HEALTH_CHECK, P.ROUTING, P.SHIFTING, P.PROMOTED, P.DRAINING, P.STANDBY]
+
+
+@pytest.mark.parametrize("phase", FORWARD)
+def test_source_engine_down_the_canary_takes_over_and_the_original_goes_once_back(
+        tmp_path: Path, phase: Phase) -> None:
+    h = harness(tmp_path / "j.sqlite3")
+    h.fire()
+    h.run(until=lambda m: m.phase == phase)
+    world: EngineDown = h.world  # type: ignore[assignment]
+    world.stop_engine("n1")
+    for _ in range(int(h.config.migration.progress_deadline * 6)):
+        h.tick()
+    m = h.m()
+    # Not frozen, not rolled back onto a dead original: promoted, and the original's
+    # removal kept (it would start again with its engine) without holding a slot.
+    assert m.phase == P.STANDBY and m.data.get("cleanup") and m.data.get("decommission"), m
+    assert "web-1 on n1 is removed once its engine answers" in (m.error or "")
+    canary = world.boxes[("n2", m.canary_name)]
+    assert canary.state == "running"
+    assert set(world.backends["be_web"]) == {m.canary_name}
+    world.down.clear()
+    m = h.run()
+    assert m.phase == P.SUCCEEDED, m
+    assert set(world.boxes) == {("n2", m.canary_name)}
+    assert not h.events.bad and not h.journal.open_steps(m.id)
+
+
+def test_source_engine_down_while_planned_cancels(tmp_path: Path) -> None:
+    h = harness(tmp_path / "j.sqlite3")
+    h.fire()
+    h.ex.take_notifications()
+    assert h.m().phase == P.PLANNED
+    world: EngineDown = h.world  # type: ignore[assignment]
+    world.stop_engine("n1")
+    m = h.run()
+    assert m.phase == P.CANCELLED and "engine of n1 is unreachable" in m.reason, m
+    assert set(world.boxes) == {("n1", "web-1")} and not world.mutations()
