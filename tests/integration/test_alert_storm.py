@@ -47,9 +47,8 @@ WEBHOOK, EXPORTER, SIMULATOR = "127.0.0.1:20480", "127.0.0.1:20481", "127.0.0.1:
 PROM_PORT = 20483
 TOKEN = "storm-token-7b1d"
 AUTH = {"Authorization": f"Bearer {TOKEN}"}
-#: services; 60 in CI (2.5 min budget), more for a larger run:
-#: PRESHIFT_STORM_SERVICES=100 pytest -s tests/integration/test_alert_storm.py
-N = int(os.environ.get("PRESHIFT_STORM_SERVICES", "60"))
+#: services (100: 2,007 alerts); a larger run: PRESHIFT_STORM_SERVICES=200 pytest -s …
+N = int(os.environ.get("PRESHIFT_STORM_SERVICES", "100"))
 ALERTS_PER_SERVICE = 8  # alert instances per service and peer (firing)
 OLD = 20  # services that also have an older alert instance, resolved during the storm
 MAX_CONCURRENT, MOVES_PER_HOUR = 3, 5
