@@ -279,6 +279,8 @@ class Executor:
             # to intake again, which takes the next entry of the then current plan (after
             # the cooldown). Alertmanager's repeats are duplicates and would never do it.
             self.journal.reopen_firing(new.alert_key, f"reopened after migration {new.id}")
+        if new.phase == Phase.SUCCEEDED:
+            self.journal.reopen_refused(new.id, f"reopened after migration {new.id}")
         if new.phase != m.phase:
             try:
                 self.observer.on_phase(m, new)

@@ -5,7 +5,8 @@ A firing alert for component C (label `component`, else `service`):
    "duplicate" — the handling is idempotent, also after a crash between creating the
    migration and marking the notification handled. When one succeeds, the executor reopens
    the alert (if it has not resolved), so a component that needs several moves gets them one
-   after another, each from the then current plan;
+   after another, each from the then current plan; the component's other alerts refused
+   while it was busy are reopened too (also when it is cancelled by its alert resolving);
 2. read the plan (`PlanSource`), take C's entries highest priority first;
 3. check each against the live state (the replica to move still runs on from_node; a
    scale-up has a running replica to copy): otherwise the plan is stale and the entry skipped;
@@ -107,6 +108,8 @@ class Intake:
                                           reason="alert resolved before the migration started")
                 self._notify(m, new)
                 cancelled.append(m.id)
+                # Its component's other alerts, refused while it was busy, get their turn.
+                self.journal.reopen_refused(m.id, f"reopened: migration {m.id} was cancelled")
         if cancelled:
             return f"resolved: cancelled {', '.join(cancelled)}"
         return "resolved: nothing planned to cancel"

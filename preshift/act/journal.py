@@ -229,6 +229,22 @@ class Journal:
             )
             return cur.rowcount > 0
 
+    def reopen_refused(self, migration_id: str, outcome: str) -> int:
+        """Hand back to intake the still-firing alerts that were refused because migration
+        `migration_id` was busy with their component (safety.admit's "already has migration
+        <id> (" outcome); returns how many."""
+        with self._write() as db:
+            cur = db.execute(
+                "UPDATE notifications SET handled_at=NULL, "
+                "outcome=COALESCE(outcome || ' | ', '') || ? "
+                "WHERE status='firing' AND handled_at IS NOT NULL AND outcome LIKE ? "
+                "AND NOT EXISTS (SELECT 1 FROM notifications r WHERE r.status='resolved' "
+                "AND r.fingerprint=notifications.fingerprint "
+                "AND r.starts_at=notifications.starts_at)",
+                (outcome, f"%already has migration {migration_id} (%"),
+            )
+            return cur.rowcount
+
     def resolved(self, alert_key: str) -> bool:
         """True when a resolved notification of this alert instance is journaled."""
         fingerprint, _, starts_at = alert_key.partition("|")

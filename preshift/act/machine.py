@@ -306,6 +306,10 @@ def _starting(m: Migration, obs: Observation, s: Settings, now: float) -> Decisi
     if src is None or not src.running:
         if c is not None:
             return _back(m, now, f"{m.canary_name} is {c.state} and no replica is left to copy")
+        if src is None and obs.source_unreachable:
+            # Not "no replica": the others may run; only the one to copy cannot be read.
+            return _to(m, P.CANCELLED, now, reason=f"the engine of {m.source_node} is "
+                       f"unreachable: {obs.source_unreachable}")
         return _to(m, P.CANCELLED, now,
                    reason=f"no running replica of {m.component} to copy")
     key = "replaces" if m.action == "move" else "copy_of"

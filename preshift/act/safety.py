@@ -58,6 +58,7 @@ def admit(
     busy = [m for m in migrations if m.component == item.component and m.finished_at is None
             and not cleanup_only(m)]
     if busy:
+        # journal.reopen_refused finds these by "already has migration <id> (": keep it
         return Admission(False, f"{item.component} already has migration {busy[0].id} "
                          f"({busy[0].phase})")
     if item.action == "move":

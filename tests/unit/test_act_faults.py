@@ -50,6 +50,8 @@ class EngineDown(World):
 
     def clone(self, source: Any, node: str, name: str, labels: Any) -> Any:
         self._refuse(node, f"clone {name}", reading=False)
+        # like DockerRuntime.clone: the source container (and its image) is read there
+        self._refuse(source.node, f"clone {name}", reading=False)
         return super().clone(source, node, name, labels)
 
     def start(self, node: str, name: str, restart_policy: str | None = None) -> Any:
@@ -199,3 +201,17 @@ def test_source_engine_down_while_planned_cancels(tmp_path: Path) -> None:
     m = h.run()
     assert m.phase == P.CANCELLED and "engine of n1 is unreachable" in m.reason, m
     assert set(world.boxes) == {("n1", "web-1")} and not world.mutations()
+
+
+def test_source_engine_down_while_starting_before_the_clone_cancels(tmp_path: Path) -> None:
+    """The clone cannot read the original: cancelled, saying why (not "no running replica":
+    the component's other replicas may well run)."""
+    h = harness(tmp_path / "j.sqlite3")
+    h.fire()
+    h.run(until=lambda m: m.phase == P.STARTING)
+    world: EngineDown = h.world  # type: ignore[assignment]
+    world.stop_engine("n1")
+    m = h.run()
+    assert m.phase == P.CANCELLED and "engine of n1 is unreachable" in m.reason, m
+    assert set(world.boxes) == {("n1", "web-1")}
+    assert not h.journal.open_steps(m.id)

@@ -100,6 +100,33 @@ def test_firing_handled_after_its_resolved_copy_starts_nothing(h: Harness) -> No
     assert len(h.journal.migrations()) == 1
 
 
+def test_alerts_refused_while_busy_get_their_turn_when_it_is_cancelled(h: Harness) -> None:
+    h.fire("fp1")
+    h.fire("fp2")  # the same component, another alert instance: refused while fp1's waits
+    h.ex.take_notifications()
+    first = h.m()
+    assert "already has migration" in outcomes(h)[-1]
+    h.fire("fp1", status="resolved")
+    h.ex.take_notifications()  # cancels fp1's and reopens fp2's
+    assert h.journal.get(first.id).phase == Phase.CANCELLED
+    assert h.ex.take_notifications() == 1
+    second = [m for m in h.journal.migrations() if m.alert_key.startswith("fp2|")]
+    assert len(second) == 1 and second[0].phase == Phase.PLANNED
+
+
+def test_alerts_refused_while_busy_get_their_turn_after_a_success(h: Harness) -> None:
+    h.fire("fp1")
+    h.fire("fp2")
+    h.ex.take_notifications()
+    h.fire("fp1", status="resolved")  # too late to cancel: it has started
+    h.run(until=lambda m: m.phase == Phase.HEALTH_CHECK)
+    h.ex.take_notifications()
+    first = h.run()
+    assert first.phase == Phase.SUCCEEDED
+    h.tick()
+    assert [m.alert_key[:3] for m in h.journal.migrations()] == ["fp2", "fp1"]
+
+
 def test_no_entry_for_component(h: Harness) -> None:
     h.fire(labels={"component": "api"})
     h.ex.take_notifications()
