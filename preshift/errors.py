@@ -36,10 +36,14 @@ class InputError(PreshiftError):
 class SourceError(PreshiftError):
     """A source of data (Docker engine, Prometheus) failed or answered nonsense."""
 
-    def __init__(self, source: str, message: str, *, retriable: bool = True) -> None:
+    def __init__(self, source: str, message: str, *, retriable: bool = True,
+                 unreachable: bool = False) -> None:
         super().__init__(f"{source}: {message}")
         self.source = source
         self.retriable = retriable
+        #: the source did not answer at all (refused, timed out): the next request to it
+        #: would most likely wait as long, whatever it asks
+        self.unreachable = unreachable
 
 
 class ActionError(PreshiftError):

@@ -134,8 +134,10 @@ class PrometheusClient:
             headers["Authorization"] = f"Bearer {self._token}"
         return headers
 
-    def _error(self, message: str, *, retriable: bool = True) -> SourceError:
-        return SourceError("prometheus", f"{self.url}: {message}", retriable=retriable)
+    def _error(self, message: str, *, retriable: bool = True,
+               unreachable: bool = False) -> SourceError:
+        return SourceError("prometheus", f"{self.url}: {message}", retriable=retriable,
+                           unreachable=unreachable)
 
     def _bad(self, promql: str, what: str) -> SourceError:
         return self._error(f"malformed answer ({what}); query: {promql}")
@@ -155,6 +157,8 @@ class PrometheusClient:
             body = resp.json() if resp.content else None
         except requests.exceptions.JSONDecodeError:
             raise self._error(_not_json(resp), retriable=_retriable(resp.status_code)) from None
+        except (requests.ConnectionError, requests.Timeout) as exc:
+            raise self._error(describe(exc, self.timeout), unreachable=True) from exc
         except requests.RequestException as exc:
             raise self._error(describe(exc, self.timeout)) from exc
         if isinstance(body, dict) and body.get("status") == "error":

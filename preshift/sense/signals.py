@@ -78,16 +78,23 @@ class SignalHistory:
         errors: dict[str, str] = {}
         fetched = 0
         grids: dict[tuple[float, float, int], np.ndarray] = {}
+        down: str | None = None  # the source did not answer: the rest are not asked
         for sig in self.signals:
             held = held_by_signal.get(sig.name, {})
             last = self._fetched_until[sig.name]
             start = window_start if last is None else max(window_start, last + self.step)
             incoming: dict[str, Arrays] = {}
-            if start <= end + 1e-9:
+            if down is not None:
+                # A hung Prometheus would cost the timeout once per signal: with 5 signals
+                # and 10 s, the snapshot would turn stale only after 50 s.
+                errors[sig.name] = f"not queried: {down}"
+            elif start <= end + 1e-9:
                 try:
                     result = self.source.query_range(sig.query, start, end, self.step)
                 except SourceError as exc:
                     errors[sig.name] = str(exc)  # retried from the same point next time
+                    if exc.unreachable:
+                        down = str(exc)
                 except Exception as exc:  # a bug in one adapter must not blind every signal
                     log.exception("signal %s: query_range failed", sig.name)
                     errors[sig.name] = f"{type(exc).__name__}: {exc}"

@@ -212,7 +212,7 @@ def test_connection_refused() -> None:
     with pytest.raises(SourceError) as err:
         c.query("up")
     assert str(err.value) == f"prometheus: {url}: connection refused"
-    assert err.value.retriable is True
+    assert err.value.retriable is True and err.value.unreachable is True
     assert c.is_online() is False
 
 
@@ -223,8 +223,9 @@ def test_timeout(server: _Server) -> None:
 
     server.routes["/api/v1/query"] = slow
     t0 = time.monotonic()
-    with pytest.raises(SourceError, match=r"no answer within 0\.3 s"):
+    with pytest.raises(SourceError, match=r"no answer within 0\.3 s") as err:
         client(server, timeout=0.3).query("up")
+    assert err.value.unreachable is True  # the signals stage asks no further query
     assert time.monotonic() - t0 < 0.9
 
 

@@ -213,3 +213,25 @@ def test_fractional_step_stays_on_the_grid() -> None:
     start, end = src.calls_for("node_load1")[0]
     assert end == pytest.approx(10_000.3) and start == pytest.approx(9_999.3)
     assert len(h.series()[("node_load", "n1")][0]) == 11
+
+
+def test_an_unreachable_source_is_asked_once_per_refresh() -> None:
+    class Hung(FakeSource):
+        def query_range(self, promql: str, start: float, end: float,
+                        step: float) -> list[RangeSeries]:
+            self.calls.append((promql, start, end, step))
+            raise SourceError("prometheus", "http://prom: timed out after 10s",
+                              unreachable=True)
+
+    src = Hung()
+    other = SignalConfig(name="temp", scope="node", query="temp", limit=80)
+    h = make(src, LOAD, MEM, other)
+    stats = h.refresh(now=1000)
+    assert len(src.calls) == 1  # not once per signal
+    assert set(stats.errors) == {"node_load", "memory_pressure", "temp"}
+    assert stats.errors["temp"].startswith("not queried: prometheus: http://prom: timed out")
+    # a query Prometheus rejects is not "unreachable": the others are still asked
+    src2 = FakeSource()
+    src2.failing = {"node_load1"}
+    make(src2, LOAD, MEM, other).refresh(now=1000)
+    assert [c[0] for c in src2.calls] == ["node_load1", "mem", "temp"]
