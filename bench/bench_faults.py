@@ -13,12 +13,16 @@ Matrices (each case reset, then run under load to a terminal phase; checked like
   a fresh executor then finishes. `--repeat N` repeats the whole kill matrix;
 - engine: the target engine stopped in each phase, with HAProxy's `retries 0` and with
   production-like retries (`retry=True`): the failed requests of both, side by side;
+- source: the original's engine (n2, the risky node) stopped in each forward phase (planned
+  and starting before the clone → cancelled; starting after the clone and later →
+  succeeded, the original removed once its engine is back), both HAProxy variants;
 - the fault-free move, timed, as the baseline of the durations (ratio = case / baseline).
 
-    sudo .venv/bin/python bench/bench_faults.py                  # kill + engine matrices
+    sudo .venv/bin/python bench/bench_faults.py                  # every matrix
     sudo .venv/bin/python bench/bench_faults.py --only kill --repeat 3
     sudo .venv/bin/python bench/bench_faults.py --only kill-back    # the ways back only
     sudo .venv/bin/python bench/bench_faults.py --only engine --json /tmp/faults.json
+    sudo .venv/bin/python bench/bench_faults.py --only source
 
 Prints one line per case and Markdown tables; exit status 1 if any case did not converge
 to its expected phase or left something behind. Everything is torn down at the end, also
@@ -52,7 +56,9 @@ from tests.integration.faults import (  # noqa: E402
     Case,
     Result,
     check,
+    check_source,
     run_case,
+    source_cases,
 )
 
 P = Phase
@@ -78,6 +84,8 @@ def record(bed: Bed, r: Result, out: list[dict[str, Any]], rep: int = 0) -> bool
     problem = ""
     try:
         check(bed, r.config, r.migration, r.case.expected)
+        if r.case.fault == "source":
+            check_source(r.run, r.case)
     except AssertionError as exc:
         problem = str(exc)[:300]
     row = {"case": r.case.id, "rep": rep, "phase": str(r.migration.phase),
@@ -108,7 +116,7 @@ def table(rows: list[dict[str, Any]], baseline: float) -> str:
 
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("--only", choices=("kill", "kill-back", "engine"), default=None,
+    ap.add_argument("--only", choices=("kill", "kill-back", "engine", "source"), default=None,
                     help="kill-back: only the kills on the two ways back")
     ap.add_argument("--repeat", type=int, default=1, help="repeat the kill matrix N times")
     ap.add_argument("--json", type=Path, default=None, help="write every case's row there")
@@ -137,6 +145,10 @@ def main() -> int:
                         ("before", "any")
                     record(bed, run_case(bed, Case("engine", phase, P.ROLLED_BACK, when,
                                                    kind, retry=retry)), rows)
+        if args.only in (None, "source"):
+            for retry in (False, True):
+                for case in source_cases(retry, every_phase=True):
+                    record(bed, run_case(bed, case), rows)
         print(f"\n{len(rows)} cases in {time.monotonic() - t0:.0f}s "
               f"(baseline move {baseline:.1f}s)\n")
         print(table(rows, baseline))

@@ -12,6 +12,12 @@ or after that call. A kill -9 runs the executor in a child process (`python -m
 tests.integration.faults <spec>`) that SIGKILLs itself at the trigger; the other faults run
 the executor in-process and are healed by the driver (`Fault.heal_if` / `heal_after`).
 
+Two engine faults: "engine" stops the target's dockerd (n3: the canary's), "source" the
+original's (n2: the risky node failing, what Preshift moves away from). The source engine is
+started again once the move waits only for the original's removal (`data.cleanup` in
+standby) or is terminal; its dockerd then restarts web-n2 by its restart policy (unless it
+was put on standby already), and the decommission must remove it.
+
 Own names: prefix rf, subnet 198.18.18, ports 127.0.0.1:20420-20449.
 """
 
@@ -386,6 +392,12 @@ class Bed:
         wait_for(lambda: all(s.up for s in self.haproxy.servers(BACKEND).values()), 10,
                  "both originals UP in HAProxy")
 
+    def wait_original(self) -> None:
+        """web-n2 running, healthy and UP in HAProxy (after its engine came back)."""
+        name = f"{COMPONENT}-{SOURCE}"
+        wait_for(lambda: self.healthy(SOURCE, name), 20, f"{name} healthy again")
+        wait_for(lambda: self.haproxy.servers(BACKEND)[name].up, 10, f"{name} UP again")
+
     def _start_haproxy(self, backend: Backend, retry: bool) -> bool:
         try:
             tb_haproxy.start(self.tb.spec, [backend], retry=retry)
@@ -490,6 +502,31 @@ def engine_fault(tb: Testbed) -> Fault:
                  heal_after=40, heal_if=cleanup_pending)
 
 
+def source_fault(tb: Testbed) -> Fault:
+    """The original's engine (n2) stopped; started again once the decommission waits only
+    for it (noted in `seen` as "cleanup"), or the move is terminal (cancelled). `seen` also
+    notes the original's status right after the engine returned ("original running":
+    dockerd restarted it; "exited": it was on standby already)."""
+    f = Fault("source", lambda: tb.stop_engine(SOURCE), lambda: None, heal_after=40)
+
+    def enough(m: Migration, ports: list[Faulty]) -> bool:
+        if m.data.get("cleanup"):
+            f.seen.append(f"cleanup in {m.phase}: {m.error}")
+            return True
+        return m.terminal
+
+    def heal() -> None:
+        tb.start_engine(SOURCE)
+        with contextlib.suppress(docker.errors.NotFound):
+            c = tb.client(SOURCE).containers.get(f"{COMPONENT}-{SOURCE}")
+            f.seen.append(f"original {c.status} when its engine returned")
+            return
+        f.seen.append("original absent when its engine returned")
+
+    f.heal_if, f.heal = enough, heal
+    return f
+
+
 def haproxy_fault(tb: Testbed, heal_after: float = 20.0, times: int | None = 3) -> Fault:
     """The admin socket away until the executor failed `times` calls on it (None: for
     heal_after seconds)."""
@@ -518,7 +555,7 @@ def never(m: Migration, ports: list[Faulty]) -> bool:
 class Case:
     """A fault in a phase and the terminal phase it must converge to."""
 
-    fault: str  # kill | engine | haproxy | prometheus
+    fault: str  # kill | engine (target's) | source (original's engine) | haproxy | prometheus
     phase: Phase
     expected: Phase
     when: str = "before"  # before | after the trigger's call
@@ -621,6 +658,9 @@ def _run_case(bed: Bed, case: Case, child: subprocess.Popen[bytes] | None) -> Re
             assert fault.injected_at is not None, f"the fault never fired: {run.migration}"
             fired = [f"{fault.name} {trig.call}"]
             run.during.add(str(case.phase))  # where the trigger fired
+            if case.fault == "source" and case.expected != P.SUCCEEDED:
+                # cancelled: the original is back (restarted with its engine) and serving
+                bed.wait_original()
         load.stop()
         load.wait(10)
     return Result(case, config, run.migration, run, load.summary(), fired,
@@ -631,6 +671,8 @@ def make_fault(tb: Testbed, case: Case, config: Config) -> Fault:
     longer = config.migration.progress_deadline + 3
     if case.fault == "engine":
         return engine_fault(tb)
+    if case.fault == "source":
+        return source_fault(tb)
     if case.fault == "haproxy":
         return haproxy_fault(tb, heal_after=longer, times=None) if case.long else \
             haproxy_fault(tb)
@@ -663,6 +705,31 @@ def cases(retry_engine: bool = True) -> list[Case]:
                     spans=(P.PROMOTED, P.DRAINING, P.STANDBY)))
     out += [Case("prometheus", phase, P.ROLLED_BACK, kind="any") for phase in BACK]
     out.append(Case("prometheus", P.SHIFTING, P.ROLLED_BACK, kind="any", long=True))
+    return out + source_cases(retry_engine)
+
+
+def source_cases(retry: bool = True, every_phase: bool = False) -> list[Case]:
+    """The original's engine (n2) stopped in each forward phase. Planned: nothing to copy
+    from → cancelled. Starting: before the clone (it reads the original's engine) →
+    cancelled; after it → the canary carries on → succeeded. From health_check on (the
+    first call of the phase: the engine dies between two observations; draining: before
+    its standby step, which then fails) → the canary takes over, the original's removal
+    waits for its engine → succeeded.
+
+    The engine stays down until standby, so a case spans every later phase (checked in
+    `Run.during`). The CI matrix (`every_phase` False) leaves out routing and promoted as
+    trigger phases: health_check's case spans routing (web-n2 still at full weight, the
+    same code path), shifting's spans promoted; the bench runs all of them."""
+    out = [Case("source", P.PLANNED, P.CANCELLED, "before", "any", retry=retry),
+           Case("source", P.STARTING, P.CANCELLED, "before", "effect", retry=retry),
+           Case("source", P.STARTING, P.SUCCEEDED, "after", "effect", retry=retry)]
+    spans = {P.HEALTH_CHECK: (P.HEALTH_CHECK, P.ROUTING), P.SHIFTING: (P.SHIFTING, P.PROMOTED)}
+    for phase in FORWARD[2:]:
+        if not every_phase and phase in (P.ROUTING, P.PROMOTED):
+            continue
+        when, kind = ("before", "effect") if phase == P.DRAINING else ("before", "any")
+        out.append(Case("source", phase, P.SUCCEEDED, when, kind, retry=retry,
+                        spans=() if every_phase else spans.get(phase, ())))
     return out
 
 
@@ -697,6 +764,25 @@ def check(bed: Bed, config: Config, m: Migration, expected: Phase) -> None:
     with Journal(config.webhook.journal) as j:
         open_steps = j.open_steps(m.id)
     assert not open_steps, f"open steps: {open_steps}"
+
+
+def check_source(run: Run, case: Case) -> None:
+    """What the source-engine fault noticed (source_fault): a successful move kept
+    the original's removal until its engine answered (healed on `data.cleanup`, not at the
+    end), and the original was still there when the engine returned — check() then found
+    it gone: the decommission removed it after the engine's return."""
+    seen = run.seen
+    if case.expected != P.SUCCEEDED:
+        # cancelled, saying why (the original could not be read, nothing else is wrong)
+        assert f"the engine of {SOURCE} is unreachable" in run.migration.reason, run.migration
+        assert not any(s.startswith("cleanup") for s in seen), seen
+        assert "original running when its engine returned" in seen, seen
+        return
+    waited = f"cleanup in standby: {COMPONENT}-{SOURCE} on {SOURCE} is removed once its engine"
+    assert any(s.startswith(waited) for s in seen), seen
+    # on standby already: stopped with restart policy "no"; else dockerd restarts it
+    status = "exited" if case.phase == P.STANDBY else "running"
+    assert f"original {status} when its engine returned" in seen, seen
 
 
 if __name__ == "__main__":

@@ -8,6 +8,11 @@ reached by a canary that fails its health check), one of:
   move succeeds, a way back ends rolled back;
 - the target engine stopped (dockerd of n3; its containers stop with it) and started again
   once the migration has given traffic back → rolled back, no canary left on n3;
+- the source engine stopped (dockerd of n2, the original's: the risky node failing) and
+  started again once only the original's removal is left, or the move is terminal → planned
+  or starting before the clone: cancelled; after the clone and from health_check on: the
+  canary takes over, and the original (restarted by its restart policy with its engine,
+  unless already on standby) is removed once its engine answers → succeeded;
 - HAProxy's admin socket unreachable (HAProxy keeps serving) for a few failed calls → holds,
   then resumes; for longer than the progress deadline while shifting → rolled back;
 - Prometheus stopped (SIGSTOP by PID) with an analysis query → the step holds for lack of
@@ -16,9 +21,9 @@ reached by a canary that fails its health check), one of:
 After each: the expected terminal phase, no canary container anywhere (or exactly the one
 on n3 after success), the original running (or decommissioned after success), HAProxy's
 servers and weights as the journal says, no step left open, and 0 failed requests. The
-HAProxy runs with `retries 0`, except in the engine cases: an engine that stops kills the
-canary with requests in flight, which only production-like retries (`retry=True`) hide —
-bench/bench_faults.py measures the engine cases with `retries 0` too.
+HAProxy runs with `retries 0`, except in the engine cases (target and source): an engine
+that stops kills its container with requests in flight, which only production-like retries
+(`retry=True`) hide — bench/bench_faults.py measures the engine cases with `retries 0` too.
 
 The exporter down: intake keeps the notification for later (no decision without a plan)
 while a running migration finishes unaffected. Uses a closed port, not a stopped exporter
@@ -41,11 +46,13 @@ from preshift.testbed import Testbed
 
 from .faults import (
     COMPONENT,
+    FORWARD,
     SPEC,
     UP_TO_SHIFT,
     Bed,
     Case,
     check,
+    check_source,
     drive,
     loaded,
     run_case,
@@ -81,6 +88,8 @@ def test_fault_converges(bed: Bed, case: Case) -> None:
     if case.fault == "engine":
         # the canary's removal waited for the engine: the obligation was kept
         assert r.run.held > 0
+    if case.fault == "source":
+        check_source(r.run, case)
     # the fault lasted through every phase it claims to cover
     assert {str(p) for p in case.covers} <= r.run.during, (case.covers, r.run.during)
     if case.fault == "prometheus" and case.phase in UP_TO_SHIFT and not case.long:
@@ -132,3 +141,6 @@ def test_cases_cover_every_fault_in_every_phase() -> None:
                                      "failed", "awaiting_approval"}
     for fault in ("kill", "engine", "haproxy", "prometheus"):
         assert {str(p) for c in CASES if c.fault == fault for p in c.covers} == phases, fault
+    # the original's engine: every phase of the move (the ways back need a canary failure)
+    assert {str(p) for c in CASES if c.fault == "source" for p in c.covers} == \
+        {str(p) for p in FORWARD}
