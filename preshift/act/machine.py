@@ -504,6 +504,12 @@ def _rolling_back(m: Migration, obs: Observation, s: Settings, now: float) -> De
     done = list(m.data.get("done", ()))
     if m.action == "move" and obs.source is None and _alive(obs.canary):
         # Removing the canary now would leave nothing serving: keep it, call a human.
+        if obs.source_unreachable:
+            return _to(m, P.FAILED, now, reason=(
+                f"the engine of {m.source_node} is unreachable, so the original "
+                f"{m.source_name} cannot take its traffic back; the new instance "
+                f"{m.canary_name} is kept serving. When {m.source_node} returns, its restart "
+                "policy may start the original next to it: keep one (see the runbook)"))
         return _to(m, P.FAILED, now, reason=f"the original {m.source_name} is gone; the new "
                    f"instance {m.canary_name} is kept serving (see the runbook)")
     if m.action == "move" and obs.source is not None and not obs.source.running:
@@ -517,6 +523,11 @@ def _rolling_back(m: Migration, obs: Observation, s: Settings, now: float) -> De
 def _restoring(m: Migration, obs: Observation, s: Settings, now: float) -> Decision:
     src = obs.source
     if src is None:
+        if obs.source_unreachable:
+            return _to(m, P.FAILED, now, reason=(
+                f"the engine of {m.source_node} is unreachable: cannot restore the standby "
+                f"{m.source_name}; the new instance keeps what traffic it has (see the "
+                "runbook)"))
         return _to(m, P.FAILED, now, reason=f"the standby {m.source_name} is gone: cannot "
                    "restore it")
     if not src.running:

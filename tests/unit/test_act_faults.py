@@ -215,3 +215,17 @@ def test_source_engine_down_while_starting_before_the_clone_cancels(tmp_path: Pa
     assert m.phase == P.CANCELLED and "engine of n1 is unreachable" in m.reason, m
     assert set(world.boxes) == {("n1", "web-1")}
     assert not h.journal.open_steps(m.id)
+
+
+def test_source_engine_down_on_the_way_back_fails_naming_it(tmp_path: Path) -> None:
+    """Rolling back needs the original: with its engine unreachable the canary is kept
+    serving and a human is called, told why (not "gone")."""
+    h = harness(tmp_path / "j.sqlite3")
+    h.fire()
+    m = h.run(until=lambda m: m.phase == P.SHIFTING)
+    world: EngineDown = h.world  # type: ignore[assignment]
+    h.journal.request(m.id, "rollback")
+    world.stop_engine("n1")
+    m = h.run()
+    assert m.phase == P.FAILED and "engine of n1 is unreachable" in m.reason, m
+    assert world.boxes[("n2", m.canary_name)].state == "running"
