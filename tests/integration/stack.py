@@ -140,6 +140,45 @@ class Exporter(Process):
         return r.json()
 
 
+class Webhook(Process):
+    """`preshift webhook serve` (gunicorn) as a real process, in its own process group (so
+    `kill_group()` is a kill -9 of master and workers at once); `token` is its bearer token,
+    passed in $PRESHIFT_WEBHOOK_TOKEN unless the config reads it from a file (`token_env`
+    False). `argv` replaces the command (e.g. to run it as another user)."""
+
+    def __init__(self, config_path: Path, listen: str, log: Path, *, token: str | None = None,
+                 token_env: bool = True, env: dict[str, str] | None = None,
+                 argv: list[str] | None = None) -> None:
+        env = dict(env or {})
+        if token is not None and token_env:
+            env["PRESHIFT_WEBHOOK_TOKEN"] = token
+        super().__init__(argv or preshift_argv("webhook", "serve", "--config", str(config_path)),
+                         log, env=env, own_group=True)
+        self.url = f"http://{listen}"
+        self.token = token
+
+    def wait_ready(self, timeout: float = 30, interval: float = 0.3) -> Webhook:
+        def ready() -> bool:
+            if not self.running:
+                raise AssertionError(f"webhook exited:\n{self.tail()}")
+            return requests.get(f"{self.url}/-/ready", timeout=2).ok
+
+        wait_for(ready, timeout, f"the webhook at {self.url} to be ready", interval)
+        return self
+
+    def headers(self) -> dict[str, str]:
+        return {"Authorization": f"Bearer {self.token}"} if self.token else {}
+
+    def api(self, path: str, **params: Any) -> Any:
+        """GET `path` of its API with the bearer token: the JSON answer (raises on 4xx/5xx)."""
+        r = requests.get(f"{self.url}{path}", params=params, timeout=5, headers=self.headers())
+        r.raise_for_status()
+        return r.json()
+
+    def migrations(self, component: str) -> list[dict[str, Any]]:
+        return self.api("/api/v1/migrations", component=component)["migrations"]
+
+
 def write_yaml(path: Path, data: dict[str, Any]) -> Path:
     path.write_text(yaml.safe_dump(data, sort_keys=False))
     return path

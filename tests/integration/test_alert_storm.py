@@ -38,7 +38,7 @@ from preshift.config import load_config
 from preshift.errors import ActionError
 from preshift.testbed import IMAGE, Testbed, TestbedSpec
 
-from .stack import Exporter, Process, preshift_argv, wait_for, write_yaml
+from .stack import Exporter, Process, Webhook, preshift_argv, wait_for, write_yaml
 
 pytestmark = pytest.mark.integration
 
@@ -66,7 +66,7 @@ def svc(i: int) -> str:
 class Storm:
     tb: Testbed
     exporter: Exporter
-    webhook: Process
+    webhook: Webhook
     journal: Path
     config_path: Path
     artifacts: Path
@@ -138,17 +138,10 @@ def storm(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Storm]:
         exporter = Exporter(config_path, EXPORTER, artifacts / "exporter.log").start()
         procs.append(exporter)
         exporter.wait_ready(60)
-        webhook = Process(preshift_argv("webhook", "serve", "--config", str(config_path)),
-                          artifacts / "webhook.log", env={"PRESHIFT_WEBHOOK_TOKEN": TOKEN},
-                          own_group=True).start()
+        webhook = Webhook(config_path, WEBHOOK, artifacts / "webhook.log", token=TOKEN)
+        webhook.start()
         procs.append(webhook)
-
-        def ready() -> bool:
-            if not webhook.running:
-                raise AssertionError(f"webhook exited:\n{webhook.tail()}")
-            return requests.get(f"http://{WEBHOOK}/-/ready", timeout=2).ok
-
-        wait_for(ready, 30, "the webhook to be ready")
+        webhook.wait_ready()
 
         def planned_off_n2() -> bool:
             entries = exporter.footprint()["plan"]["entries"]

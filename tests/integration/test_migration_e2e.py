@@ -34,7 +34,7 @@ from preshift.testbed import Testbed, TestbedSpec
 from preshift.testbed.haproxy import Backend
 
 from .load import Load
-from .stack import ROOT, Exporter, Process, preshift_argv, wait_for, write_yaml
+from .stack import ROOT, Exporter, Process, Webhook, preshift_argv, wait_for, write_yaml
 
 pytestmark = pytest.mark.integration
 
@@ -60,7 +60,7 @@ TERMINAL = {"succeeded", "rolled_back", "cancelled", "dry_run", "failed"}
 class Stack:
     tb: Testbed
     exporter: Exporter
-    webhook: Process
+    webhook: Webhook
     config_path: Path
     journal: Path
     artifacts: Path
@@ -68,13 +68,10 @@ class Stack:
     loads: dict[str, Load]
 
     def api(self, path: str, **params: Any) -> Any:
-        r = requests.get(f"http://{WEBHOOK}{path}", params=params, timeout=5,
-                         headers={"Authorization": f"Bearer {TOKEN}"})
-        r.raise_for_status()
-        return r.json()
+        return self.webhook.api(path, **params)
 
     def migrations(self, component: str) -> list[dict[str, Any]]:
-        return self.api("/api/v1/migrations", component=component)["migrations"]
+        return self.webhook.migrations(component)
 
     def finish_load(self, component: str) -> Any:
         load = self.loads[component]
@@ -106,19 +103,10 @@ def _healthy(tb: Testbed, node: str, name: str) -> bool:
     return c.attrs["State"].get("Health", {}).get("Status") == "healthy"
 
 
-def _webhook(config_path: Path, artifacts: Path, name: str = "webhook") -> Process:
-    proc = Process(
-        preshift_argv("webhook", "serve", "--config", str(config_path)),
-        artifacts / f"{name}.log", env={"PRESHIFT_WEBHOOK_TOKEN": TOKEN}, own_group=True,
-    ).start()
-
-    def ready() -> bool:
-        if not proc.running:
-            raise AssertionError(f"webhook exited:\n{proc.tail()}")
-        return requests.get(f"http://{_listen_of(config_path)}/-/ready", timeout=2).ok
-
-    wait_for(ready, 30, f"the {name} to be ready")
-    return proc
+def _webhook(config_path: Path, artifacts: Path, name: str = "webhook") -> Webhook:
+    w = Webhook(config_path, _listen_of(config_path), artifacts / f"{name}.log", token=TOKEN)
+    w.start()
+    return w.wait_ready()
 
 
 def _listen_of(config_path: Path) -> str:

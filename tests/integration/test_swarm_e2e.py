@@ -43,7 +43,7 @@ from preshift.testbed import IMAGE, Testbed, TestbedSpec
 from preshift.testbed.haproxy import Backend
 
 from .load import Load
-from .stack import ROOT, Exporter, Process, preshift_argv, wait_for, write_yaml
+from .stack import ROOT, Exporter, Process, Webhook, preshift_argv, wait_for, write_yaml
 
 pytestmark = pytest.mark.integration
 
@@ -211,7 +211,7 @@ class Watcher:
 class Stack:
     tb: Testbed
     exporter: Exporter
-    webhook: Process
+    webhook: Webhook
     haproxy: HAProxy
     loads: dict[str, Load]
     watcher: Watcher
@@ -220,13 +220,10 @@ class Stack:
     originals: dict[str, dict[str, str]]
 
     def api(self, path: str, **params: Any) -> Any:
-        r = requests.get(f"http://{WEBHOOK}{path}", params=params, timeout=5,
-                         headers={"Authorization": f"Bearer {TOKEN}"})
-        r.raise_for_status()
-        return r.json()
+        return self.webhook.api(path, **params)
 
     def migrations(self, component: str) -> list[dict[str, Any]]:
-        return self.api("/api/v1/migrations", component=component)["migrations"]
+        return self.webhook.migrations(component)
 
     def finish_load(self, component: str) -> Any:
         load = self.loads[component]
@@ -268,19 +265,10 @@ def _config(tb: Testbed, artifacts: Path) -> dict[str, Any]:
     return cfg
 
 
-def _webhook(config_path: Path, artifacts: Path) -> Process:
-    proc = Process(
-        preshift_argv("webhook", "serve", "--config", str(config_path)),
-        artifacts / "webhook.log", env={"PRESHIFT_WEBHOOK_TOKEN": TOKEN}, own_group=True,
-    ).start()
-
-    def ready() -> bool:
-        if not proc.running:
-            raise AssertionError(f"webhook exited:\n{proc.tail()}")
-        return requests.get(f"http://{WEBHOOK}/-/ready", timeout=2).ok
-
-    wait_for(ready, 30, "the webhook to be ready")
-    return proc
+def _webhook(config_path: Path, artifacts: Path) -> Webhook:
+    w = Webhook(config_path, WEBHOOK, artifacts / "webhook.log", token=TOKEN)
+    w.start()
+    return w.wait_ready()
 
 
 @pytest.fixture(scope="module")

@@ -58,7 +58,7 @@ from preshift.testbed.haproxy import Backend
 from preshift.testbed.load import Load, Summary
 
 from . import killpoints
-from .stack import Process, preshift_argv, wait_for, write_yaml
+from .stack import Webhook, wait_for, write_yaml
 
 pytestmark = pytest.mark.integration
 
@@ -159,7 +159,7 @@ class Rig:
         self.journal = artifacts / "journal.sqlite3"
         self.kill_spec = artifacts / "kill.json"
         self.config = write_yaml(artifacts / "preshift.yaml", self._config())
-        self.webhook: Process | None = None
+        self.webhook: Webhook | None = None
         self.starts = 0
         self.cases = 0
 
@@ -182,23 +182,15 @@ class Rig:
         return cfg
 
     # the webhook
-    def start_webhook(self) -> Process:
+    def start_webhook(self) -> Webhook:
         self.starts += 1
-        proc = Process(
-            preshift_argv("webhook", "serve", "--config", str(self.config)),
-            self.artifacts / f"webhook-{self.starts:02d}.log", own_group=True,
-            env={"PRESHIFT_WEBHOOK_TOKEN": TOKEN,
-                 "PRESHIFT_WEBHOOK_EXECUTOR_FACTORY": "tests.integration.killpoints:factory",
+        proc = Webhook(
+            self.config, WEBHOOK, self.artifacts / f"webhook-{self.starts:02d}.log", token=TOKEN,
+            env={"PRESHIFT_WEBHOOK_EXECUTOR_FACTORY": "tests.integration.killpoints:factory",
                  killpoints.SPEC_ENV: str(self.kill_spec)},
-        ).start()
-
-        def ready() -> bool:
-            if not proc.running:
-                raise AssertionError(f"the webhook exited:\n{proc.tail()}")
-            return requests.get(f"http://{WEBHOOK}/-/ready", timeout=2).ok
-
-        wait_for(ready, 30, "the webhook to be ready", 0.1)
-        self.webhook = proc
+        )
+        proc.start()
+        self.webhook = proc.wait_ready(interval=0.1)
         return proc
 
     def post_alert(self, fingerprint: str) -> None:

@@ -23,7 +23,7 @@ from pathlib import Path
 import pytest
 import requests
 
-from .stack import ROOT, Process, wait_for
+from .stack import ROOT, Webhook, wait_for
 
 pytestmark = pytest.mark.integration
 
@@ -108,15 +108,11 @@ def test_the_webhook_serves_as_an_unprivileged_user(home: Path) -> None:
     python, env = _interpreter()
     argv = ["setpriv", f"--reuid={UID}", f"--regid={GID}", "--clear-groups",
             python, "-m", "preshift.cli", "webhook", "serve", "--config", str(config)]
-    proc = Process(argv, log, env=env).start()
-    url = f"http://{LISTEN}"
+    proc = Webhook(config, LISTEN, log, env=env, argv=argv)
+    proc.start()
+    url = proc.url
     try:
-        def ready() -> bool:
-            if not proc.running:
-                raise AssertionError(f"webhook exited:\n{proc.tail()}")
-            return requests.get(f"{url}/-/ready", timeout=2).ok
-
-        wait_for(ready, 30, "the webhook, as UID 10001")
+        proc.wait_ready()
         bearer = {"Authorization": f"Bearer {token}"}
         note = {"version": "4", "groupKey": "{}:{}", "truncatedAlerts": 0, "status": "firing",
                 "receiver": "r", "groupLabels": {}, "commonLabels": {},

@@ -21,7 +21,7 @@ from pathlib import Path
 import pytest
 import requests
 
-from .stack import ROOT, Process, preshift_argv, wait_for
+from .stack import ROOT, Process, Webhook, wait_for
 
 pytestmark = pytest.mark.integration
 
@@ -79,17 +79,11 @@ def served(request: pytest.FixtureRequest,
         lines += [f"  token_file: {d / 'token'}", f"  basic_password_file: {d / 'password'}"]
     config = d / "preshift.yaml"
     config.write_text("\n".join(lines) + "\n")
-    proc = Process(preshift_argv("webhook", "serve", "--config", str(config)),
-                   d / "webhook.log", env=env).start()
-    url = f"http://127.0.0.1:{PORTS[how]}"
+    proc = Webhook(config, f"127.0.0.1:{PORTS[how]}", d / "webhook.log", env=env)
+    proc.start()
     try:
-        def up() -> bool:
-            if not proc.running:
-                raise AssertionError(f"webhook exited:\n{proc.tail()}")
-            return requests.get(f"{url}/-/ready", timeout=2).ok
-
-        wait_for(up, 30, "the webhook")
-        yield Served(how, url, proc, d, config, token, password)
+        proc.wait_ready()
+        yield Served(how, proc.url, proc, d, config, token, password)
     finally:
         proc.stop()
 
