@@ -61,7 +61,7 @@ from preshift.config import parse_config  # noqa: E402
 from preshift.errors import TestbedError  # noqa: E402
 from preshift.testbed import Testbed, TestbedSpec  # noqa: E402
 from preshift.testbed.haproxy import Backend  # noqa: E402
-from tests.integration.load import Load  # noqa: E402
+from preshift.testbed.load import Load  # noqa: E402
 from tests.integration.stack import Exporter, Process, preshift_argv, wait_for, write_yaml  # noqa: E402
 
 PREFIX, SUBNET, PROM_PORT = "pb", "198.18.14", 19890

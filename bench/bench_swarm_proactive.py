@@ -78,7 +78,7 @@ from preshift.act.journal import Journal  # noqa: E402
 from preshift.errors import TestbedError  # noqa: E402
 from preshift.testbed import IMAGE, Testbed, TestbedSpec  # noqa: E402
 from preshift.testbed.haproxy import Backend  # noqa: E402
-from tests.integration.load import Load  # noqa: E402
+from preshift.testbed.load import Load  # noqa: E402
 from tests.integration.stack import Exporter, Process, preshift_argv, wait_for, write_yaml  # noqa: E402
 
 PREFIX, SUBNET, PROM_PORT = "sp", "198.18.17", 20290

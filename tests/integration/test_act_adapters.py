@@ -25,9 +25,9 @@ from preshift.config import NodeConfig, parse_config
 from preshift.errors import ActionError, SourceError
 from preshift.testbed import IMAGE, Testbed, TestbedSpec
 from preshift.testbed.haproxy import Backend, HAProxyHandle
+from preshift.testbed.load import Load
 from preshift.testbed.procs import Proc
 
-from .load import Load
 from .stack import wait_for
 
 pytestmark = pytest.mark.integration

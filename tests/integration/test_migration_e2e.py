@@ -32,8 +32,8 @@ import requests
 from preshift.act.haproxy import HAProxy
 from preshift.testbed import Testbed, TestbedSpec
 from preshift.testbed.haproxy import Backend
+from preshift.testbed.load import Load
 
-from .load import Load
 from .stack import ROOT, Exporter, Process, Webhook, preshift_argv, wait_for, write_yaml
 
 pytestmark = pytest.mark.integration

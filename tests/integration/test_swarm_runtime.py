@@ -35,8 +35,8 @@ from preshift.act.swarm_runtime import SwarmRuntime
 from preshift.config import parse_config
 from preshift.testbed import IMAGE, Testbed, TestbedSpec
 from preshift.testbed.haproxy import Backend
+from preshift.testbed.load import Load
 
-from .load import Load
 from .stack import wait_for
 
 pytestmark = pytest.mark.integration
