@@ -170,29 +170,16 @@ class Executor:
                 # migrations inspected every tick slowed the running ones' steps 10-50x.
                 return Observation(blocked=blocked)
         rt = self.runtime
-        src, src_unreachable = None, None
-        if m.source_node and m.source_name:
-            try:
-                src = rt.inspect(m.source_node, m.source_name)
-            except PreshiftError as exc:
-                if not _retriable(exc):
-                    raise
-                # The risky node's engine is down (what Preshift moves away from): the
-                # canary carries on without it; the machine decides per phase.
-                src_unreachable = str(exc)
+        # An engine that does not answer is an observation, not an error: the machine decides
+        # per phase (the source's: the risky node failing, the canary carries on; the
+        # target's: a rollback must still restore traffic without it).
+        src, src_unreachable = (self._inspect(m.source_node, m.source_name)
+                                if m.source_node and m.source_name else (None, None))
         if m.action != "move" and m.phase in (Phase.PLANNED, Phase.STARTING) \
                 and not (src and src.running):
             src = self._copy_candidate(m)
-        canary, unreachable = None, None
-        if m.phase != Phase.PLANNED:
-            try:
-                canary = rt.inspect(m.target_node, m.canary_name)
-            except PreshiftError as exc:
-                if not _retriable(exc):
-                    raise
-                # The target's engine is down: the machine decides what that means per
-                # phase (a rollback must still restore traffic without it).
-                unreachable = str(exc)
+        canary, unreachable = (self._inspect(m.target_node, m.canary_name)
+                               if m.phase != Phase.PLANNED else (None, None))
         probe = (canary is not None and canary.running and m.phase in PROBED
                  and not m.data.get("decommission"))
         return Observation(
@@ -206,6 +193,16 @@ class Executor:
             canary_unreachable=unreachable,
             source_unreachable=src_unreachable,
         )
+
+    def _inspect(self, node: str, name: str) -> tuple[Instance | None, str | None]:
+        """(the container or None, why its engine is unreachable or None); a permanent
+        error propagates."""
+        try:
+            return self.runtime.inspect(node, name), None
+        except PreshiftError as exc:
+            if not _retriable(exc):
+                raise
+            return None, str(exc)
 
     def _copy_candidate(self, m: Migration) -> Instance | None:
         """A running replica of the component to copy (scale-up, new instance)."""
